@@ -1,0 +1,904 @@
+"""Differentiable ops with torch.nn.functional's names, each a Function on raw arrays.
+
+Imported as `F`. Every op works on NumPy and CuPy arrays alike (the array module comes from the
+inputs via `xp_of`) and in float32 and float64; Python scalars take the tensor's dtype.
+Coarse ops (softmax, layer_norm, cross_entropy, attention, linear, embedding) have hand-written
+backward passes that keep only what backward needs.
+"""
+import builtins
+import collections
+import itertools
+import math
+import numbers
+
+from . import backend
+from .autograd import Function, Tensor, is_grad_enabled, unbroadcast
+from .backend import xp_of
+
+
+def _lift(x, like):
+    """A non-Tensor operand (Python number or array) as a constant Tensor of `like`'s kind."""
+    if isinstance(x, Tensor):
+        return x
+    xp = xp_of(like.data)
+    if isinstance(x, numbers.Number) and like.dtype.kind == "f":
+        return Tensor(xp.asarray(x, dtype=like.dtype))
+    return Tensor(xp.asarray(x))
+
+
+def _pair(a, b):
+    if not isinstance(a, Tensor):
+        a = _lift(a, b)
+    return a, _lift(b, a)
+
+
+def _check_broadcast(a, b, op):
+    try:
+        return xp_of(a).broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
+
+
+# --- elementwise arithmetic -------------------------------------------------------------------------
+
+class Add(Function):
+    def forward(self, a, b):
+        _check_broadcast(a, b, "add")
+        self.shapes = a.shape, b.shape
+        return a + b
+
+    def backward(self, g):
+        return tuple(unbroadcast(g, s) if need else None
+                     for s, need in zip(self.shapes, self.needs_input_grad))
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        _check_broadcast(a, b, "sub")
+        self.shapes = a.shape, b.shape
+        return a - b
+
+    def backward(self, g):
+        ga, gb = self.needs_input_grad
+        return (unbroadcast(g, self.shapes[0]) if ga else None,
+                unbroadcast(-g, self.shapes[1]) if gb else None)
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        _check_broadcast(a, b, "mul")
+        self.a, self.b = a, b
+        return a * b
+
+    def backward(self, g):
+        ga, gb = self.needs_input_grad
+        return (unbroadcast(g * self.b, self.a.shape) if ga else None,
+                unbroadcast(g * self.a, self.b.shape) if gb else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        _check_broadcast(a, b, "div")
+        self.a, self.b = a, b
+        return a / b
+
+    def backward(self, g):
+        ga, gb = self.needs_input_grad
+        g_over_b = g / self.b
+        return (unbroadcast(g_over_b, self.a.shape) if ga else None,
+                unbroadcast(-g_over_b * self.a / self.b, self.b.shape) if gb else None)
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        _check_broadcast(a, b, "pow")
+        self.a, self.b = a, b
+        self.out = a ** b
+        return self.out
+
+    def backward(self, g):
+        ga, gb = self.needs_input_grad
+        a, b = self.a, self.b
+        return (unbroadcast(g * b * a ** (b - 1), a.shape) if ga else None,
+                unbroadcast(g * self.out * xp_of(a).log(a), b.shape) if gb else None)
+
+
+def add(a, b): return Add.apply(*_pair(a, b))
+def sub(a, b): return Sub.apply(*_pair(a, b))
+def mul(a, b): return Mul.apply(*_pair(a, b))
+def div(a, b): return Div.apply(*_pair(a, b))
+def pow(a, b): return Pow.apply(*_pair(a, b))
+
+
+class Neg(Function):
+    def forward(self, x): return -x
+    def backward(self, g): return -g
+
+
+class Exp(Function):
+    def forward(self, x):
+        self.y = xp_of(x).exp(x)
+        return self.y
+
+    def backward(self, g): return g * self.y
+
+
+class Log(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).log(x)
+
+    def backward(self, g): return g / self.x
+
+
+class Sqrt(Function):
+    def forward(self, x):
+        self.y = xp_of(x).sqrt(x)
+        return self.y
+
+    def backward(self, g): return g / (2 * self.y)
+
+
+class Abs(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).abs(x)
+
+    def backward(self, g): return g * xp_of(self.x).sign(self.x)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        self.y = xp_of(x).tanh(x)
+        return self.y
+
+    def backward(self, g): return g * (1 - self.y * self.y)
+
+
+def _sigmoid(x):
+    xp = xp_of(x)
+    return 0.5 * (xp.tanh(0.5 * x) + 1)  # overflow-free in both directions
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        self.y = _sigmoid(x)
+        return self.y
+
+    def backward(self, g): return g * self.y * (1 - self.y)
+
+
+class ReLU(Function):
+    def forward(self, x):
+        self.positive = x > 0
+        return x * self.positive
+
+    def backward(self, g): return g * self.positive
+
+
+class Clamp(Function):
+    def forward(self, x, min=None, max=None):
+        self.inside = xp_of(x).ones(x.shape, dtype=bool)
+        if min is not None:
+            self.inside &= x >= min
+        if max is not None:
+            self.inside &= x <= max
+        return xp_of(x).clip(x, min, max)
+
+    def backward(self, g): return g * self.inside
+
+
+class GELU(Function):
+    """x·Φ(x) exactly (erf), or with the tanh approximation."""
+
+    def forward(self, x, approximate="none"):
+        self.x, self.approximate = x, approximate
+        if approximate == "tanh":
+            self.t = xp_of(x).tanh(_GELU_C * (x + 0.044715 * x ** 3))
+            return 0.5 * x * (1 + self.t)
+        if approximate != "none":
+            raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+        self.cdf = 0.5 * (1 + backend.erf(x * _SQRT_HALF))
+        return x * self.cdf
+
+    def backward(self, g):
+        x = self.x
+        if self.approximate == "tanh":
+            dt = (1 - self.t ** 2) * _GELU_C * (1 + 3 * 0.044715 * x ** 2)
+            return g * (0.5 * (1 + self.t) + 0.5 * x * dt)
+        pdf = xp_of(x).exp(-0.5 * x * x) * _INV_SQRT_2PI
+        return g * (self.cdf + x * pdf)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_GELU_C = math.sqrt(2 / math.pi)
+
+
+class QuickGELU(Function):
+    """x·σ(1.702x), OpenAI CLIP's approximation of GELU."""
+
+    def forward(self, x):
+        self.x, self.s = x, _sigmoid(1.702 * x)
+        return x * self.s
+
+    def backward(self, g):
+        return g * self.s * (1 + 1.702 * self.x * (1 - self.s))
+
+
+def neg(x): return Neg.apply(x)
+def exp(x): return Exp.apply(x)
+def log(x): return Log.apply(x)
+def sqrt(x): return Sqrt.apply(x)
+def abs(x): return Abs.apply(x)
+def tanh(x): return Tanh.apply(x)
+def sigmoid(x): return Sigmoid.apply(x)
+def relu(x): return ReLU.apply(x)
+def gelu(x, approximate="none"): return GELU.apply(x, approximate=approximate)
+def quick_gelu(x): return QuickGELU.apply(x)
+def clamp(x, min=None, max=None): return Clamp.apply(x, min=min, max=max)
+
+
+# --- matrix products -----------------------------------------------------------------------------
+
+class MatMul(Function):
+    """a @ b with NumPy's rules: batched, broadcasting, 1-d operands promoted and squeezed."""
+
+    def forward(self, a, b):
+        if a.ndim == 0 or b.ndim == 0 or a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not line up "
+                             f"(the last dim of the first must equal the "
+                             f"{'second-to-last' if b.ndim > 1 else 'only'} dim of the second)")
+        self.a, self.b = a, b
+        return a @ b
+
+    def backward(self, g):
+        a, b = self.a, self.b
+        a2 = a[None, :] if a.ndim == 1 else a  # promote 1-d operands as matmul does
+        b2 = b[:, None] if b.ndim == 1 else b
+        batch = xp_of(g).broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+        g2 = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
+        ga, gb = self.needs_input_grad
+        return (unbroadcast(g2 @ b2.swapaxes(-1, -2), a2.shape).reshape(a.shape) if ga else None,
+                unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape) if gb else None)
+
+
+def matmul(a, b): return MatMul.apply(*_pair(a, b))
+
+
+class Linear(Function):
+    """y = x Wᵀ + b over the last dim of x (..., in) with W (out, in): one 2-d GEMM each way."""
+
+    def forward(self, x, weight, bias=None):
+        if x.shape[-1] != weight.shape[1]:
+            raise ValueError(f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features "
+                             f"but the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
+        self.x, self.weight, self.has_bias = x, weight, bias is not None
+        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        if bias is not None:
+            y += bias
+        return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+    def backward(self, g):
+        g2 = g.reshape(-1, g.shape[-1])
+        needs = self.needs_input_grad
+        gx = (g2 @ self.weight).reshape(self.x.shape) if needs[0] else None
+        gw = g2.T @ self.x.reshape(-1, self.x.shape[-1]) if needs[1] else None
+        gb = g2.sum(axis=0) if self.has_bias and needs[2] else None
+        return (gx, gw, gb) if self.has_bias else (gx, gw)
+
+
+def linear(x, weight, bias=None):
+    """x (..., in) @ weight (out, in)ᵀ + bias (out,) -> (..., out)."""
+    return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
+
+
+# --- reductions ------------------------------------------------------------------------------------
+
+def _axes(dim, ndim):
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, int) else tuple(dim)
+    return tuple(d % ndim if ndim else 0 for d in dims)
+
+
+def _expand_reduced(g, shape, axes, keepdim):
+    """Reshape a reduced gradient so it broadcasts against the input of `shape`."""
+    if not keepdim:
+        g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+    return g
+
+
+class Sum(Function):
+    def forward(self, x, dim=None, keepdim=False):
+        self.shape, self.axes, self.keepdim = x.shape, _axes(dim, x.ndim), keepdim
+        return x.sum(axis=self.axes, keepdims=keepdim)
+
+    def backward(self, g):
+        g = _expand_reduced(g, self.shape, self.axes, self.keepdim)
+        return xp_of(g).broadcast_to(g, self.shape)
+
+
+class Mean(Function):
+    def forward(self, x, dim=None, keepdim=False):
+        self.shape, self.axes, self.keepdim = x.shape, _axes(dim, x.ndim), keepdim
+        self.count = math.prod(x.shape[a] for a in self.axes)
+        return x.mean(axis=self.axes, keepdims=keepdim)
+
+    def backward(self, g):
+        g = _expand_reduced(g, self.shape, self.axes, self.keepdim) / self.count
+        return xp_of(g).broadcast_to(g, self.shape)
+
+
+class Var(Function):
+    def forward(self, x, dim=None, correction=1, keepdim=False):
+        self.axes, self.keepdim = _axes(dim, x.ndim), keepdim
+        self.centred = x - x.mean(axis=self.axes, keepdims=True)
+        self.dof = math.prod(x.shape[a] for a in self.axes) - correction
+        return (self.centred ** 2).sum(axis=self.axes, keepdims=keepdim) / self.dof
+
+    def backward(self, g):
+        g = _expand_reduced(g, self.centred.shape, self.axes, self.keepdim)
+        return g * self.centred * (2 / self.dof)
+
+
+class MaxMin(Function):
+    """max or min over `dim`; the gradient goes to the selected elements (ties share it)."""
+
+    def forward(self, x, dim=None, keepdim=False, largest=True):
+        self.axes, self.keepdim = _axes(dim, x.ndim), keepdim
+        y = (x.max if largest else x.min)(axis=self.axes, keepdims=True)
+        self.hit = x == y
+        return y if keepdim else y.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, g):
+        g = _expand_reduced(g, self.hit.shape, self.axes, self.keepdim)
+        return g * self.hit / self.hit.sum(axis=self.axes, keepdims=True)
+
+
+def sum(x, dim=None, keepdim=False): return Sum.apply(x, dim=dim, keepdim=keepdim)
+def mean(x, dim=None, keepdim=False): return Mean.apply(x, dim=dim, keepdim=keepdim)
+
+
+def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
+    """Variance with Bessel's correction by default, as torch.var."""
+    correction = (1 if unbiased else 0) if correction is None else correction
+    return Var.apply(x, dim=dim, correction=correction, keepdim=keepdim)
+
+
+MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
+
+
+def _max_min(x, dim, keepdim, largest):
+    values = MaxMin.apply(x, dim=dim, keepdim=keepdim, largest=largest)
+    if dim is None:
+        return values
+    arg = x.data.argmax if largest else x.data.argmin
+    indices = arg(axis=dim, keepdims=keepdim) if keepdim else arg(axis=dim)
+    return MaxResult(values, Tensor(indices))
+
+
+def max(x, dim=None, keepdim=False):
+    """The largest value; with `dim`, (values, indices) as torch.max."""
+    return _max_min(x, dim, keepdim, largest=True)
+
+
+def min(x, dim=None, keepdim=False):
+    """The smallest value; with `dim`, (values, indices) as torch.min."""
+    return _max_min(x, dim, keepdim, largest=False)
+
+
+def argmax(x, dim=None, keepdim=False):
+    return Tensor(x.data.argmax(axis=dim, keepdims=keepdim) if dim is not None else x.data.argmax())
+
+
+def argmin(x, dim=None, keepdim=False):
+    return Tensor(x.data.argmin(axis=dim, keepdims=keepdim) if dim is not None else x.data.argmin())
+
+
+# --- shapes ------------------------------------------------------------------------------------------
+
+class Reshape(Function):
+    def forward(self, x, shape):
+        self.shape = x.shape
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot view shape {tuple(x.shape)} ({x.size} elements) "
+                             f"as {tuple(shape)}") from None
+
+    def backward(self, g): return g.reshape(self.shape)
+
+
+class Permute(Function):
+    def forward(self, x, dims):
+        self.dims = dims
+        return x.transpose(dims)
+
+    def backward(self, g):
+        inverse = [0] * len(self.dims)
+        for i, d in enumerate(self.dims):
+            inverse[d] = i
+        return g.transpose(inverse)
+
+
+class Expand(Function):
+    def forward(self, x, shape):
+        self.shape = x.shape
+        return xp_of(x).broadcast_to(x, shape)
+
+    def backward(self, g): return unbroadcast(g, self.shape)
+
+
+def _shape_arg(shape):
+    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+
+
+def reshape(x, *shape): return Reshape.apply(x, shape=_shape_arg(shape))
+
+
+view = reshape
+
+
+def permute(x, *dims):
+    dims = tuple(d % x.ndim for d in _shape_arg(dims))
+    return Permute.apply(x, dims=dims)
+
+
+def transpose(x, dim0, dim1):
+    dims = list(range(x.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return Permute.apply(x, dims=tuple(dims))
+
+
+def expand(x, *shape):
+    shape = _shape_arg(shape)
+    shape = tuple(x.shape[i - len(shape) + x.ndim] if n == -1 else n for i, n in enumerate(shape))
+    return Expand.apply(x, shape=shape)
+
+
+def expand_as(x, other): return expand(x, other.shape)
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        return reshape(x, tuple(n for n in x.shape if n != 1))
+    dim = dim % x.ndim
+    return x if x.shape[dim] != 1 else reshape(x, x.shape[:dim] + x.shape[dim + 1:])
+
+
+def unsqueeze(x, dim):
+    dim = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:dim] + (1,) + x.shape[dim:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    start, end = start_dim % x.ndim, end_dim % x.ndim
+    return reshape(x, x.shape[:start] + (-1,) + x.shape[end + 1:])
+
+
+def contiguous(x):
+    return x
+
+
+class Cast(Function):
+    def forward(self, x, dtype):
+        self.dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(self, g): return g.astype(self.dtype)
+
+
+class ToBackend(Function):
+    def forward(self, x, name):
+        self.source = backend.name_of(x)
+        return backend.to_backend(x, name)
+
+    def backward(self, g): return backend.to_backend(g, self.source)
+
+
+def cast(x, dtype): return Cast.apply(x, dtype=dtype)
+def to_backend(x, name): return ToBackend.apply(x, name=name)
+
+
+# --- indexing, joining, splitting ---------------------------------------------------------------------
+
+def _raw_index(index):
+    if isinstance(index, tuple):
+        return tuple(_raw_index(i) for i in index)
+    return index.data if isinstance(index, Tensor) else index
+
+
+def _is_advanced(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return any(hasattr(p, "shape") and p.dtype.kind in "iu" or isinstance(p, list) for p in parts)
+
+
+class GetItem(Function):
+    """x[index] for slices, integers, integer arrays and boolean masks."""
+
+    def forward(self, x, index):
+        self.shape, self.dtype, self.index = x.shape, x.dtype, index
+        return x[index]
+
+    def backward(self, g):
+        full = xp_of(g).zeros(self.shape, dtype=self.dtype)
+        if _is_advanced(self.index):
+            backend.scatter_add(full, self.index, g)  # repeated indices accumulate
+        else:
+            full[self.index] = g
+        return full
+
+
+def getitem(x, index): return GetItem.apply(x, index=_raw_index(index))
+
+
+class Cat(Function):
+    def forward(self, *arrays, dim=0):
+        first = arrays[0]
+        for a in arrays[1:]:
+            if a.ndim != first.ndim or any(m != n for i, (m, n) in enumerate(zip(a.shape, first.shape))
+                                           if i != dim % first.ndim):
+                raise ValueError(f"cat: shapes {tuple(first.shape)} and {tuple(a.shape)} differ "
+                                 f"outside dim {dim}")
+        self.dim = dim
+        self.ends = list(itertools.accumulate(a.shape[dim] for a in arrays))
+        return xp_of(*arrays).concatenate(arrays, axis=dim)
+
+    def backward(self, g):
+        return tuple(xp_of(g).split(g, self.ends[:-1], axis=self.dim))
+
+
+def cat(tensors, dim=0): return Cat.apply(*tensors, dim=dim)
+
+
+concatenate = cat
+
+
+def stack(tensors, dim=0):
+    dim = dim % (tensors[0].ndim + 1)
+    return cat([unsqueeze(t, dim) for t in tensors], dim=dim)
+
+
+def split(x, split_size_or_sections, dim=0):
+    """Pieces of `split_size` along dim (the last may be smaller), or of the given sizes."""
+    n = x.shape[dim]
+    if isinstance(split_size_or_sections, int):
+        sizes = [split_size_or_sections] * (n // split_size_or_sections)
+        sizes += [n % split_size_or_sections] if n % split_size_or_sections else []
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n:
+            raise ValueError(f"split: sizes {sizes} do not add up to dim {dim} of size {n}")
+    before = (slice(None),) * (dim % x.ndim)
+    starts = [0, *itertools.accumulate(sizes)]
+    return tuple(getitem(x, before + (slice(a, b),)) for a, b in zip(starts, starts[1:]))
+
+
+def chunk(x, chunks, dim=0):
+    return split(x, -(-x.shape[dim] // chunks), dim)
+
+
+class Roll(Function):
+    def forward(self, x, shifts, dims):
+        self.shifts, self.dims = shifts, dims
+        return xp_of(x).roll(x, shifts, axis=dims)
+
+    def backward(self, g):
+        negated = tuple(-s for s in self.shifts) if isinstance(self.shifts, tuple) else -self.shifts
+        return xp_of(g).roll(g, negated, axis=self.dims)
+
+
+def roll(x, shifts, dims=None):
+    if isinstance(shifts, list):
+        shifts = tuple(shifts)
+    if isinstance(dims, list):
+        dims = tuple(dims)
+    return Roll.apply(x, shifts=shifts, dims=dims)
+
+
+class Pad(Function):
+    """Constant padding; `pad` lists (before, after) pairs from the last dim backwards, as torch."""
+
+    def forward(self, x, pad, value=0.0):
+        if len(pad) % 2 or len(pad) // 2 > x.ndim:
+            raise ValueError(f"pad: {pad} must hold (before, after) pairs for at most {x.ndim} dims")
+        widths = [(0, 0)] * x.ndim
+        for i in range(len(pad) // 2):
+            widths[x.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+        self.crop = tuple(slice(b, n + b) for (b, _), n in zip(widths, x.shape))
+        return xp_of(x).pad(x, widths, constant_values=value)
+
+    def backward(self, g): return g[self.crop]
+
+
+def pad(x, pad, mode="constant", value=0.0):
+    if mode != "constant":
+        raise ValueError(f"pad: only mode='constant' is implemented, not {mode!r}")
+    return Pad.apply(x, pad=tuple(pad), value=value)
+
+
+class Where(Function):
+    def forward(self, a, b, condition):
+        self.condition, self.shapes = condition, (a.shape, b.shape)
+        return xp_of(a, b).where(condition, a, b)
+
+    def backward(self, g):
+        ga, gb = self.needs_input_grad
+        zero = g.dtype.type(0)
+        return (unbroadcast(xp_of(g).where(self.condition, g, zero), self.shapes[0]) if ga else None,
+                unbroadcast(xp_of(g).where(self.condition, zero, g), self.shapes[1]) if gb else None)
+
+
+def where(condition, a, b):
+    """a where condition else b (condition: a bool Tensor or array; no gradient)."""
+    a, b = _pair(a, b)
+    condition = condition.data if isinstance(condition, Tensor) else condition
+    return Where.apply(a, b, condition=condition)
+
+
+def masked_fill(x, mask, value):
+    """x with `value` wherever the boolean mask (broadcast to x) is True."""
+    return where(mask, _lift(value, x), x)
+
+
+# --- softmax and friends -----------------------------------------------------------------------
+
+class Softmax(Function):
+    def forward(self, x, dim):
+        self.dim = dim
+        e = xp_of(x).exp(x - x.max(axis=dim, keepdims=True))
+        e /= e.sum(axis=dim, keepdims=True)
+        self.y = e
+        return e
+
+    def backward(self, g):
+        gy = g * self.y
+        return gy - self.y * gy.sum(axis=self.dim, keepdims=True)
+
+
+class LogSoftmax(Function):
+    def forward(self, x, dim):
+        self.dim = dim
+        shifted = x - x.max(axis=dim, keepdims=True)
+        self.y = shifted - xp_of(x).log(xp_of(x).exp(shifted).sum(axis=dim, keepdims=True))
+        return self.y
+
+    def backward(self, g):
+        return g - xp_of(g).exp(self.y) * g.sum(axis=self.dim, keepdims=True)
+
+
+class LogSumExp(Function):
+    def forward(self, x, dim, keepdim):
+        self.dim, self.keepdim, self.x = dim, keepdim, x
+        m = x.max(axis=dim, keepdims=True)
+        self.lse = m + xp_of(x).log(xp_of(x).exp(x - m).sum(axis=dim, keepdims=True))
+        return self.lse if keepdim else self.lse.squeeze(dim)
+
+    def backward(self, g):
+        g = g if self.keepdim else xp_of(g).expand_dims(g, self.dim)
+        return g * xp_of(g).exp(self.x - self.lse)
+
+
+def softmax(x, dim=-1): return Softmax.apply(x, dim=dim)
+def log_softmax(x, dim=-1): return LogSoftmax.apply(x, dim=dim)
+def logsumexp(x, dim, keepdim=False): return LogSumExp.apply(x, dim=dim, keepdim=keepdim)
+
+
+# --- normalisation ---------------------------------------------------------------------------------
+
+class LayerNorm(Function):
+    """(x − mean) / sqrt(var + eps) over the trailing `n_dims` dims, then γ·x̂ + β."""
+
+    def forward(self, x, *affine, n_dims=1, eps=1e-5, has_weight=True):
+        axes = tuple(range(x.ndim - n_dims, x.ndim))
+        centred = x - x.mean(axis=axes, keepdims=True)
+        self.rstd = 1 / xp_of(x).sqrt((centred * centred).mean(axis=axes, keepdims=True) + eps)
+        self.xhat = centred * self.rstd
+        self.axes = axes
+        self.weight = affine[0] if has_weight else None
+        bias = affine[-1] if len(affine) > has_weight else None
+        y = self.xhat * self.weight if has_weight else self.xhat.copy()
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(self, g):
+        lead = tuple(range(g.ndim - len(self.axes)))
+        needs = self.needs_input_grad
+        gxhat = g * self.weight if self.weight is not None else g
+        gx = None
+        if needs[0]:
+            n = math.prod(g.shape[a] for a in self.axes)
+            gx = (gxhat - gxhat.mean(axis=self.axes, keepdims=True)
+                  - self.xhat * (gxhat * self.xhat).sum(axis=self.axes, keepdims=True) / n) * self.rstd
+        grads = [gx]
+        if self.weight is not None:
+            grads.append((g * self.xhat).sum(axis=lead) if needs[1] else None)
+        if len(needs) > len(grads):  # the bias
+            grads.append(g.sum(axis=lead) if needs[-1] else None)
+        return tuple(grads)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer norm of x (..., *normalized_shape) over its trailing dims `normalized_shape`."""
+    expected = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(expected):]) != expected:
+        raise ValueError(f"layer_norm: input of shape {tuple(x.shape)} does not end in "
+                         f"normalized_shape {expected}")
+    affine = [t for t in (weight, bias) if t is not None]
+    return LayerNorm.apply(x, *affine, n_dims=len(expected), eps=eps, has_weight=weight is not None)
+
+
+def normalize(x, p=2.0, dim=1, eps=1e-12):
+    """x / max(‖x‖_p, eps) along `dim` (L2 by default), as F.normalize."""
+    norm = pow(sum(pow(abs(x) if p % 2 else x, p), dim=dim, keepdim=True), 1.0 / p)
+    return div(x, clamp(norm, min=eps))
+
+
+# --- losses ------------------------------------------------------------------------------------------
+
+class CrossEntropy(Function):
+    """Mean (or summed) −log softmax(logits)[target], with ignore_index and label smoothing."""
+
+    def forward(self, logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+        xp = xp_of(logits)
+        n, c = logits.shape
+        self.keep = target != ignore_index
+        safe_target = xp.where(self.keep, target, 0)
+        if (safe_target < 0).any() or (safe_target >= c).any():
+            bad = target[self.keep & ((target < 0) | (target >= c))]
+            raise IndexError(f"cross_entropy: target {int(bad[0])} is out of range for {c} classes")
+        self.logp = LogSoftmax().forward(logits, dim=1)
+        smooth = label_smoothing
+        picked = self.logp[xp.arange(n), safe_target]
+        loss = -(1 - smooth) * picked - smooth * self.logp.mean(axis=1)
+        loss = loss * self.keep
+        self.target, self.smooth, self.reduction = safe_target, smooth, reduction
+        self.count = self.keep.sum() if reduction == "mean" else None
+        if reduction == "none":
+            return loss
+        total = loss.sum()
+        return total / self.count if reduction == "mean" else total
+
+    def backward(self, g):
+        xp = xp_of(g)
+        n, c = self.logp.shape
+        grad = xp.exp(self.logp)
+        grad[xp.arange(n), self.target] -= 1 - self.smooth
+        grad -= self.smooth / c
+        weight = self.keep.astype(grad.dtype)
+        if self.reduction == "none":
+            weight = weight * g
+        else:
+            weight = weight * (g / self.count if self.reduction == "mean" else g)
+        return grad * weight[:, None]
+
+
+def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...)."""
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    target_data = target.data if isinstance(target, Tensor) else target
+    expected = (logits.shape[0],) + tuple(logits.shape[2:])
+    if tuple(target_data.shape) != expected:
+        raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
+                         f"shape {expected}, got {tuple(target_data.shape)}")
+    if logits.ndim > 2:  # classes last, then one row per position
+        logits = reshape(permute(logits, 0, *range(2, logits.ndim), 1), -1, logits.shape[1])
+    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), ignore_index=ignore_index,
+                              label_smoothing=label_smoothing, reduction=reduction)
+    return reshape(loss, expected) if reduction == "none" else loss
+
+
+# --- embedding and dropout ---------------------------------------------------------------------
+
+class Embedding(Function):
+    def forward(self, weight, ids, padding_idx=None):
+        if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):
+            raise IndexError(f"embedding: ids must lie in [0, {weight.shape[0]}), got values in "
+                             f"[{int(ids.min())}, {int(ids.max())}]")
+        self.ids, self.shape, self.padding_idx = ids, weight.shape, padding_idx
+        return weight[ids]
+
+    def backward(self, g):
+        gw = xp_of(g).zeros(self.shape, dtype=g.dtype)
+        backend.scatter_add(gw, self.ids.reshape(-1), g.reshape(-1, self.shape[1]))
+        if self.padding_idx is not None:
+            gw[self.padding_idx] = 0
+        return gw
+
+
+def embedding(ids, weight, padding_idx=None):
+    """Rows of weight (V, D) for integer ids (...) -> (..., D)."""
+    ids = ids.data if isinstance(ids, Tensor) else ids
+    return Embedding.apply(weight, ids=ids, padding_idx=padding_idx)
+
+
+class Dropout(Function):
+    def forward(self, x, p):
+        keep = backend.rng(xp_of(x)).random(x.shape, dtype=x.dtype) >= p
+        self.scale = keep * x.dtype.type(1 / (1 - p))
+        return x * self.scale
+
+    def backward(self, g): return g * self.scale
+
+
+def dropout(x, p=0.5, training=True):
+    """Zero each element with probability p and scale the rest by 1/(1-p) (training only)."""
+    if not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be in [0, 1], got {p}")
+    if not training or p == 0:
+        return x
+    if p == 1:
+        return mul(x, 0.0)
+    return Dropout.apply(x, p=p)
+
+
+# --- attention -----------------------------------------------------------------------------------
+
+class ScaledDotProductAttention(Function):
+    """softmax(q kᵀ · scale + mask) v with a hand-written backward that keeps only the
+    attention probabilities (and the dropout mask). Rows whose every key is masked give zeros."""
+
+    def forward(self, q, k, v, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0):
+        xp = xp_of(q)
+        self.scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
+        self.q, self.k, self.v = q, k, v
+        e = (q @ k.swapaxes(-1, -2)) * q.dtype.type(self.scale)
+        self.mask_shape = None if attn_mask is None else attn_mask.shape
+        if attn_mask is not None and attn_mask.dtype == bool:
+            e = xp.where(attn_mask, e, -xp.inf)
+        elif attn_mask is not None:
+            e = e + attn_mask
+        if is_causal:
+            n_q, n_k = e.shape[-2:]
+            e = xp.where(xp.tril(xp.ones((n_q, n_k), dtype=bool)), e, -xp.inf)
+        row_max = e.max(axis=-1, keepdims=True)
+        row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # all-masked rows: exp(-inf) = 0
+        p = xp.exp(e - row_max)
+        total = p.sum(axis=-1, keepdims=True)
+        p /= xp.where(total > 0, total, 1)
+        self.p = p
+        self.drop = None
+        if dropout_p > 0:
+            self.drop = (backend.rng(xp).random(p.shape, dtype=p.dtype) >= dropout_p) \
+                * p.dtype.type(1 / (1 - dropout_p))
+            p = p * self.drop
+        return p @ v
+
+    def backward(self, g):
+        p_used = self.p if self.drop is None else self.p * self.drop
+        gv = p_used.swapaxes(-1, -2) @ g
+        gp = g @ self.v.swapaxes(-1, -2)
+        if self.drop is not None:
+            gp *= self.drop
+        ge = self.p * (gp - (gp * self.p).sum(axis=-1, keepdims=True))
+        scale = ge.dtype.type(self.scale)
+        gq = (ge @ self.k) * scale
+        gk = (ge.swapaxes(-1, -2) @ self.q) * scale
+        grads = (unbroadcast(gq, self.q.shape), unbroadcast(gk, self.k.shape),
+                 unbroadcast(gv, self.v.shape))
+        if len(self.needs_input_grad) == 4:  # a float mask (e.g. a learned bias) gets dE
+            grads += (unbroadcast(ge, self.mask_shape),)
+        return grads
+
+
+def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
+                                 scale=None):
+    """Attention as torch's F.scaled_dot_product_attention.
+
+    q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev). A boolean attn_mask marks with
+    True the pairs that may attend (as torch); a float mask is added to the scores and receives a
+    gradient. dropout_p applies to the probabilities (pass 0 in eval)."""
+    if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)} and "
+                         f"v {tuple(v.shape)} must agree as (..., L, E), (..., S, E), (..., S, Ev)")
+    kwargs = dict(is_causal=is_causal, scale=scale, dropout_p=dropout_p)
+    if attn_mask is None:
+        return ScaledDotProductAttention.apply(q, k, v, **kwargs)
+    mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(attn_mask)
+    if mask.dtype == bool:
+        return ScaledDotProductAttention.apply(q, k, v, attn_mask=mask.data, **kwargs)
+    return ScaledDotProductAttention.apply(q, k, v, mask, **kwargs)
+
