@@ -1,0 +1,1 @@
+"""Built-in datasets that need no download: captioned coloured shapes and a text corpus."""

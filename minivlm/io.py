@@ -1,0 +1,333 @@
+"""Checkpoint files with NumPy only: safetensors and .npz, never pickle, never torch.
+
+    save(state_dict, "model.safetensors")      # or "model.npz": the suffix picks the format
+    state_dict = load("model.safetensors")     # {name: np.ndarray}
+
+Every writer goes through `atomic_write`: the bytes go to a hidden temporary file in the same
+directory, which is then renamed over the target, so a crash never leaves half a checkpoint.
+
+The safetensors layout (https://github.com/huggingface/safetensors):
+
+    8 bytes   N, the header length, a little-endian u64
+    N bytes   JSON {name: {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]},
+                    "__metadata__": {str: str}}           (padded with spaces)
+    the rest  the byte buffer; offsets count from its start; the tensors tile it exactly
+
+The reader checks everything before it reads a byte of data: a file that is truncated, has a
+header length past its end, a header that is not JSON, an unknown dtype, a negative dimension,
+offsets out of range, overlapping, leaving gaps, or not matching shape x itemsize -- each raises
+`CheckpointError` (a ValueError) naming the file and what is wrong. Each tensor is read into a
+freshly allocated, writable array (no memory map is kept open).
+
+BF16 has no NumPy dtype. Reading widens it to float32 exactly (the 16 bits become the high
+half of a float32). Writing narrows float32 with round-to-nearest-even, as torch does; pass
+the names to store as BF16 in `save_safetensors(..., bfloat16=names)`.
+"""
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import struct
+import sys
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+_MAX_HEADER_BYTES = 100_000_000     # the limit of the reference implementation
+_MAX_NDIM = 32                      # NumPy 1's limit on array dimensions (NumPy 2 allows 64)
+
+# safetensors dtype name -> the NumPy dtype of its bytes on disk (little-endian)
+_DTYPES = {
+    "F64": np.dtype("<f8"), "F32": np.dtype("<f4"), "F16": np.dtype("<f2"),
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U64": np.dtype("<u8"), "U32": np.dtype("<u4"), "U16": np.dtype("<u2"), "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+_STORED_AS = {**_DTYPES, "BF16": np.dtype("<u2"), "BOOL": np.dtype("u1")}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: names the file and what is wrong with it."""
+
+    def __init__(self, path, problem):
+        super().__init__(f"{os.fspath(path)}: {problem}")
+
+
+# ----------------------------------------------------------------------------- bfloat16
+
+def bfloat16_to_float32(bits):
+    """uint16 BF16 bit patterns (any shape) -> float32 array of the same shape, exactly."""
+    widened = np.asarray(bits, dtype=np.uint16).astype(np.uint32)
+    widened <<= 16
+    return widened.view(np.float32)
+
+
+def float32_to_bfloat16(x):
+    """float32 array -> uint16 BF16 bit patterns, rounding to nearest, ties to even.
+
+    NaN becomes the quiet NaN 0x7FC0 (as in torch); values beyond the BF16 range become inf.
+    """
+    x = np.asarray(x, dtype=np.float32, order="C")
+    bits = x.view(np.uint32)
+    lowest_kept_bit = (bits >> 16) & 1
+    rounded = ((bits + 0x7FFF + lowest_kept_bit) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
+
+
+# ----------------------------------------------------------------------------- writing
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Open a temporary file beside `path` for binary writing; rename it to `path` on success.
+
+    On any exception the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _as_numpy(name, value):
+    """A NumPy array, or a minivlm Tensor (anything with `.numpy()`), -> np.ndarray."""
+    if not isinstance(name, str):
+        raise TypeError(f"tensor names must be str, got {name!r} ({type(name).__name__})")
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    if not isinstance(value, (np.ndarray, np.generic)):
+        raise TypeError(f"{name!r}: expected a NumPy array or a Tensor, got {type(value).__name__}")
+    return np.asarray(value)
+
+
+def _safetensors_dtype(name, array, bfloat16):
+    if name in bfloat16:
+        if array.dtype.kind != "f":
+            raise ValueError(f"{name!r}: only float tensors can be stored as BF16, got {array.dtype}")
+        return "BF16"
+    dtype = _NAMES.get(array.dtype.newbyteorder("<"))
+    if dtype is None:
+        raise ValueError(f"{name!r}: dtype {array.dtype} cannot be stored in safetensors; "
+                         f"supported: {', '.join(str(d) for d in _NAMES)}")
+    return dtype
+
+
+def save_safetensors(tensors, path, metadata=None, *, bfloat16=()):
+    """Write {name: array or Tensor} to a .safetensors file, tensors in the dict's order.
+
+    metadata: optional {str: str}, stored as "__metadata__".
+    bfloat16: names of float tensors to store as BF16 (rounded from float32 to nearest even).
+    """
+    if "__metadata__" in tensors:
+        raise ValueError("'__metadata__' is reserved by safetensors and cannot name a tensor")
+    missing = set(bfloat16) - set(tensors)
+    if missing:
+        raise ValueError(f"bfloat16 names tensors that are not being saved: {sorted(missing)}")
+    header, buffers, offset = {}, [], 0
+    if metadata:
+        bad = {k: v for k, v in metadata.items() if not (isinstance(k, str) and isinstance(v, str))}
+        if bad:
+            raise TypeError(f"metadata keys and values must be str; not so for {bad!r}")
+        header["__metadata__"] = dict(metadata)
+    for name, value in tensors.items():
+        array = _as_numpy(name, value)
+        dtype = _safetensors_dtype(name, array, bfloat16)
+        stored = float32_to_bfloat16(array) if dtype == "BF16" else array
+        stored = np.ascontiguousarray(stored, dtype=_STORED_AS[dtype]).reshape(-1).view(np.uint8)
+        header[name] = {"dtype": dtype, "shape": list(array.shape),
+                        "data_offsets": [offset, offset + stored.nbytes]}
+        buffers.append(stored)
+        offset += stored.nbytes
+    header_bytes = json.dumps(header, separators=(",", ":")).encode()
+    header_bytes += b" " * (-len(header_bytes) % 8)   # keep the byte buffer 8-byte aligned
+    with atomic_write(path) as f:
+        f.write(struct.pack("<Q", len(header_bytes)))
+        f.write(header_bytes)
+        for stored in buffers:
+            f.write(stored)
+
+
+def save_npz(tensors, path):
+    """Write {name: array or Tensor} to an uncompressed .npz file (no object arrays, no pickle).
+
+    The archive is what np.savez writes: one NAME.npy member per array, readable by np.load.
+    """
+    arrays = {name: _as_numpy(name, value) for name, value in tensors.items()}
+    objects = [name for name, array in arrays.items() if array.dtype.hasobject]
+    if objects:
+        raise ValueError(f"object arrays would need pickle and cannot be saved: {objects}")
+    with atomic_write(path) as f, zipfile.ZipFile(f, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(name + ".npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, array, allow_pickle=False)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_safetensors_header(path):
+    """Read and validate a safetensors header without reading any tensor data.
+
+    Returns (entries, metadata, data_start): entries maps each name to (dtype name, shape,
+    (begin, end)) in file order; metadata is the "__metadata__" dict ({} if absent);
+    data_start is the file offset of the byte buffer.
+    """
+    with open(path, "rb") as f:
+        file_size = os.fstat(f.fileno()).st_size
+        if file_size < 8:
+            raise CheckpointError(path, f"file is {file_size} bytes, too short for the 8-byte header length")
+        (header_size,) = struct.unpack("<Q", f.read(8))
+        if header_size > min(file_size - 8, _MAX_HEADER_BYTES):
+            raise CheckpointError(path, f"header length {header_size} runs past the end of the "
+                                        f"{file_size}-byte file (or exceeds {_MAX_HEADER_BYTES})")
+        header = _parse_header_json(path, f.read(header_size))
+    metadata = _check_metadata(path, header.pop("__metadata__", {}))
+    entries = {name: _check_entry(path, name, entry) for name, entry in header.items()}
+    _check_tiling(path, entries, buffer_size=file_size - 8 - header_size)
+    return entries, metadata, 8 + header_size
+
+
+def read_safetensors_metadata(path):
+    """The "__metadata__" {str: str} of a safetensors file ({} if it has none)."""
+    return read_safetensors_header(path)[1]
+
+
+def load_safetensors(path):
+    """Read a .safetensors file -> {name: np.ndarray} (BF16 widened to float32)."""
+    entries, _, data_start = read_safetensors_header(path)
+    tensors = {}
+    with open(path, "rb") as f:
+        for name, (dtype, shape, (begin, end)) in entries.items():
+            f.seek(data_start + begin)
+            raw = np.empty(end - begin, dtype=np.uint8)
+            if f.readinto(raw) != raw.nbytes:
+                raise CheckpointError(path, f"{name!r}: file ended while reading its data")
+            tensors[name] = _decode(raw.view(_STORED_AS[dtype]).reshape(shape), dtype)
+    return tensors
+
+
+def _decode(stored, dtype):
+    if dtype == "BF16":
+        return bfloat16_to_float32(stored)
+    if dtype == "BOOL":
+        return stored.astype(bool)     # any non-zero byte is True
+    return stored
+
+
+def _parse_header_json(path, header_bytes):
+    try:
+        header = json.loads(header_bytes.decode("utf-8"))
+    except (ValueError, RecursionError) as error:   # UnicodeDecodeError is a ValueError
+        raise CheckpointError(path, f"header is not valid UTF-8 JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, f"header must be a JSON object, got {type(header).__name__}")
+    return header
+
+
+def _check_metadata(path, metadata):
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(path, f"__metadata__ must map str to str, got {metadata!r:.200}")
+    return metadata
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_entry(path, name, entry):
+    """One header entry -> (dtype, shape, (begin, end)), with shape x itemsize == end - begin."""
+    if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
+        raise CheckpointError(path, f"{name!r}: entry must have dtype, shape and data_offsets, "
+                                    f"got {entry!r:.200}")
+    dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _STORED_AS:
+        raise CheckpointError(path, f"{name!r}: unknown dtype {dtype!r:.50}; "
+                                    f"supported: {', '.join(_STORED_AS)}")
+    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
+            or not all(_is_int(d) and d >= 0 for d in shape)):
+        raise CheckpointError(path, f"{name!r}: shape must be a list of at most {_MAX_NDIM} non-negative ints, "
+                                    f"got {shape!r:.200}")
+    itemsize = _STORED_AS[dtype].itemsize
+    if math.prod(d for d in shape if d) * itemsize > sys.maxsize:
+        raise CheckpointError(path, f"{name!r}: shape {shape} is too large for an array")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise CheckpointError(path, f"{name!r}: data_offsets must be [begin, end] with "
+                                    f"0 <= begin <= end, got {offsets!r:.200}")
+    nbytes = math.prod(shape) * itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise CheckpointError(path, f"{name!r}: data_offsets {offsets} hold {offsets[1] - offsets[0]} "
+                                    f"bytes but {dtype} {shape} needs {nbytes}")
+    return dtype, tuple(shape), tuple(offsets)
+
+
+def _check_tiling(path, entries, buffer_size):
+    """The tensors must cover the byte buffer exactly: in range, no overlap, no gap."""
+    end_of_previous, previous = 0, None
+    for name, (_, _, (begin, end)) in sorted(entries.items(), key=lambda item: item[1][2]):
+        if end > buffer_size:
+            raise CheckpointError(path, f"{name!r}: data_offsets [{begin}, {end}] run past the "
+                                        f"end of the {buffer_size}-byte data buffer")
+        if begin < end_of_previous:
+            raise CheckpointError(path, f"{name!r}: data_offsets [{begin}, {end}] overlap {previous!r}")
+        if begin > end_of_previous:
+            raise CheckpointError(path, f"bytes [{end_of_previous}, {begin}) of the data buffer "
+                                        f"belong to no tensor")
+        end_of_previous, previous = end, name
+    if end_of_previous != buffer_size:
+        raise CheckpointError(path, f"{buffer_size - end_of_previous} bytes after the last tensor "
+                                    f"belong to no tensor")
+
+
+def load_npz(path):
+    """Read an .npz file -> {name: np.ndarray}; pickled objects are refused.
+
+    Malformed archives raise CheckpointError; the checks are NumPy's and zipfile's, less
+    thorough than the safetensors reader's (a crafted .npy header can ask for a huge array).
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return {member.removesuffix(".npy"): _read_npy(archive, member)
+                    for member in archive.namelist()}
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
+        raise CheckpointError(path, f"not an .npz archive readable without pickle: {error}") from None
+
+
+def _read_npy(archive, member):
+    with archive.open(member) as f:
+        return np.lib.format.read_array(f, allow_pickle=False)
+
+
+# ----------------------------------------------------------------------------- by suffix
+
+_FORMATS = {".safetensors": (save_safetensors, load_safetensors), ".npz": (save_npz, load_npz)}
+
+
+def _format(path):
+    suffix = Path(path).suffix
+    if suffix not in _FORMATS:
+        raise ValueError(f"{os.fspath(path)}: unknown checkpoint suffix {suffix!r}; "
+                         f"use one of {', '.join(_FORMATS)}")
+    return _FORMATS[suffix]
+
+
+def save(state_dict, path):
+    """Save {name: np.ndarray or Tensor} atomically; the suffix (.safetensors or .npz) picks the format."""
+    _format(path)[0](state_dict, path)
+
+
+def load(path):
+    """Load a .safetensors or .npz checkpoint -> {name: np.ndarray}."""
+    return _format(path)[1](path)
