@@ -1,0 +1,11 @@
+"""Layers with learnable parameters, built on minivlm.functional (torch.nn names)."""
+from ..autograd import Parameter
+from . import init
+from .module import Identity, Module, ModuleList, Sequential
+from .layers import GELU, MLP, Dropout, Embedding, LayerNorm, Linear, QuickGELU, ReLU
+from .attention import Attention, MaskedSelfAttention, MultiheadAttention, SelfAttention
+from .transformer import (CoAttentionBlock, CrossAttentionBlock, Transformer, TransformerBlock,
+                          TransformerDecoder, TransformerDecoderLayer, TransformerEncoder,
+                          TransformerEncoderLayer)
+from .positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
+from .conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
