@@ -46,23 +46,24 @@ def _torch_twin(ours, torch_type, **kwargs):
 
 def _compare_with_torch(ours, theirs, our_args, their_args, rtol=1e-6, **masks):
     """Forward and backward of both on the same float64 inputs; compare the outputs, the input
-    gradients and every parameter's gradient, relative ‖a−b‖/‖b‖ <= rtol."""
+    gradients and every parameter's gradient, relative ‖a−b‖/‖b‖ <= rtol (plus an absolute 1e-12
+    for a gradient that is zero up to rounding, as a post-norm layer's can be)."""
     torch = pytest.importorskip("torch")
     our_inputs = [mv.tensor(a, requires_grad=True) for a in our_args]
     their_inputs = [torch.tensor(a, requires_grad=True) for a in our_args]
     our_y = ours(*our_inputs, **masks)
     their_y = theirs(*their_inputs, **their_args)
-    assert_close(our_y, their_y.detach().numpy(), rtol=rtol)
+    assert_close(our_y, their_y.detach().numpy(), rtol=rtol, atol=1e-12)
     grad = _rng(1).standard_normal(our_y.shape)
     our_y.backward(grad)
     their_y.backward(torch.from_numpy(grad))
     for ours_x, theirs_x in zip(our_inputs, their_inputs):
-        assert_close(ours_x.grad, theirs_x.grad.numpy(), rtol=rtol)
+        assert_close(ours_x.grad, theirs_x.grad.numpy(), rtol=rtol, atol=1e-12)
     their_grads = {name: p.grad for name, p in theirs.named_parameters()}
     assert sorted(their_grads) == sorted(name for name, _ in ours.named_parameters())
     for name, p in ours.named_parameters():
         try:
-            assert_close(p.grad, their_grads[name].numpy(), rtol=rtol)
+            assert_close(p.grad, their_grads[name].numpy(), rtol=rtol, atol=1e-12)
         except AssertionError as e:
             raise AssertionError(f"the gradient of {name}: {e}") from None
 
