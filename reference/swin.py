@@ -49,8 +49,9 @@ def window_reverse(windows, M, H, W):
 
 
 def relative_position_index(M):
-    """(M², M²) indices into a (2M−1)² table: entry (i, j) says where token j sits relative to token i
-    of the same window, (Δrow, Δcol) each in [−(M−1), M−1], flattened row-major."""
+    """(M², M²) indices into a (2M−1)² table: entry (i, j) encodes the offset of token i from token j
+    of the same window, (Δrow, Δcol) = coords_i − coords_j each in [−(M−1), M−1], flattened
+    row-major (as the Swin paper's code and Hugging Face)."""
     rows, cols = np.meshgrid(np.arange(M), np.arange(M), indexing="ij")
     coords = np.stack([rows.ravel(), cols.ravel()])  # (2, M²): each token's (row, col)
     delta = coords[:, :, None] - coords[:, None, :]  # (2, M², M²)
