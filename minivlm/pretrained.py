@@ -18,6 +18,8 @@ import re
 from pathlib import Path
 
 from . import io
+from .models import clip_pretrained
+from .models.clip import CLIP
 from .models.swin import SwinConfig, SwinTransformer
 from .models.vit import ViT, ViTConfig
 
@@ -93,6 +95,8 @@ def swin_config(hf_config, checkpoint):
 ARCHITECTURES = {
     "vit": Architecture(vit_config, ViT, VIT_NAMES, prefix="vit."),
     "swin": Architecture(swin_config, SwinTransformer, SWIN_NAMES, prefix="swin."),
+    "clip": Architecture(clip_pretrained.config_from_hf, CLIP, clip_pretrained.HF_NAMES,
+                         prepare=clip_pretrained.prepare_hf),
 }
 
 
