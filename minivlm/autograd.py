@@ -41,14 +41,15 @@ def unbroadcast(grad, shape):
 class Function:
     """One differentiable op. Subclasses define forward(*arrays, **kw) -> array, keeping what
     backward needs, and backward(grad) -> one array (or None) per input; backward never writes
-    into `grad`, which other nodes may share."""
+    into `grad`, which other nodes may share. Under no_grad `needs_input_grad` is all False,
+    so forward can skip what only backward would need."""
 
     @classmethod
     def apply(cls, *inputs, **kwargs):
         fn = cls()
-        fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
+        fn.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in inputs)
         out = fn.forward(*(t.data for t in inputs), **kwargs)
-        requires_grad = _grad_enabled and any(fn.needs_input_grad)
+        requires_grad = any(fn.needs_input_grad)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.inputs = inputs
@@ -108,6 +109,9 @@ class Tensor:
     def __len__(self):
         return self.shape[0]
 
+    def __bool__(self):  # else Python falls back to len(): tensor([0.]) would be True
+        return bool(self.data)  # several elements: NumPy's "truth value is ambiguous" error
+
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         body = repr(backend.to_numpy(self.data)).replace("array(", "tensor(", 1)
@@ -137,7 +141,11 @@ class Tensor:
             from .functional import to_backend
             return to_backend(self, backend.canonical_name(target))
         from .functional import cast
-        return cast(self, target)
+        try:
+            return cast(self, xp_of(self.data).dtype(target))
+        except TypeError:
+            raise ValueError(f"to({target!r}): not a backend ({', '.join(backend.BACKENDS)}, or "
+                             f"'cpu'/'cuda') nor a dtype") from None
 
     def float(self):
         return self.to("float32")

@@ -198,7 +198,7 @@ class GELU(Function):
             return 0.5 * x * (1 + self.t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-        self.cdf = 0.5 * (1 + backend.erf(x * _SQRT_HALF))
+        self.cdf = _normal_cdf(x)
         return x * self.cdf
 
     def backward(self, g):
@@ -206,13 +206,48 @@ class GELU(Function):
         if self.approximate == "tanh":
             dt = (1 - self.t ** 2) * _GELU_C * (1 + 3 * 0.044715 * x ** 2)
             return g * (0.5 * (1 + self.t) + 0.5 * x * dt)
-        pdf = xp_of(x).exp(-0.5 * x * x) * _INV_SQRT_2PI
-        return g * (self.cdf + x * pdf)
+        grad = x * x  # then in place: g · (Φ(x) + x·φ(x)), φ(x) = exp(−x²/2) / √(2π)
+        grad *= -0.5
+        xp_of(x).exp(grad, out=grad)
+        grad *= x
+        grad *= _INV_SQRT_2PI
+        grad += self.cdf
+        grad *= g
+        return grad
 
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _GELU_C = math.sqrt(2 / math.pi)
+_ERF_P, _ERF_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+
+def _normal_cdf(x):
+    """Φ(x) = ½(1 + erf(x/√2)). For float32 NumPy arrays erf is Abramowitz & Stegun 7.1.26,
+    erf(z) = 1 − t·P(t)·exp(−z²) with t = 1/(1 + p·z) for z ≥ 0 (|error| < 1.5e-7, below
+    float32's resolution; PyTorch's vectorised CPU erf), 4x faster than SciPy's erf, which
+    evaluates each float32 element in double; otherwise the backend's erf."""
+    xp = xp_of(x)
+    if x.dtype != "float32" or backend.is_cupy_array(x):
+        cdf = backend.erf(x * _SQRT_HALF)
+        cdf += 1
+        cdf *= 0.5
+        return cdf
+    t = xp.abs(x)
+    t *= _ERF_P * _SQRT_HALF
+    t += 1
+    xp.reciprocal(t, out=t)
+    tail = t * (0.5 * _ERF_A[-1])  # ½(1 − erf(|x|/√2)) = ½·t·P(t)·exp(−x²/2), Horner in place
+    for a in reversed(_ERF_A[:-1]):
+        tail += 0.5 * a
+        tail *= t
+    gauss = x * x
+    gauss *= -0.5
+    tail *= xp.exp(gauss, out=gauss)
+    xp.subtract(0.5, tail, out=tail)  # ½·erf(|x|/√2), then signed and shifted: Φ(x)
+    xp.copysign(tail, x, out=tail)
+    tail += 0.5
+    return tail
 
 
 class QuickGELU(Function):

@@ -1,0 +1,196 @@
+"""Helpers for minivlm's tests: a finite-difference gradient check, a relative-error comparison,
+hypothesis strategies for shapes and arrays, and the list of backends to test on.
+
+Host-side code (it uses NumPy and hypothesis); the library itself never imports it.
+"""
+import math
+import os
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from . import backend
+from .autograd import Tensor, no_grad
+
+
+# --- gradient check -------------------------------------------------------------------------------
+
+def gradcheck(fn, inputs, eps=1e-6, rtol=1e-5, atol=1e-6, n_directions=3, max_elements=64, seed=0):
+    """Check the backward pass of `fn` against central finite differences, in float64.
+
+    `inputs` is a sequence of Tensors (passed to fn positionally) or a dict name -> Tensor (passed
+    by keyword); every input with requires_grad is checked. A non-scalar output is reduced to
+    f = Σ w·out with fixed random weights w, so `backward(w)` is exercised on it too. An input of
+    at most `max_elements` elements is checked element by element; a larger one along
+    `n_directions` random directions d (Chainer style), comparing ⟨∇f, d⟩ with
+    (f(x + εd) − f(x − εd)) / 2ε. An error above atol + rtol·|numeric| raises AssertionError
+    naming the input and its worst element (or direction) with both values. The inputs' .grad
+    are left holding the analytic gradients.
+    """
+    by_keyword = isinstance(inputs, dict)
+    named = dict(inputs) if by_keyword else dict(enumerate(inputs))
+
+    def call():
+        return fn(**named) if by_keyword else fn(*named.values())
+
+    checked = {key: t for key, t in named.items() if t.requires_grad}
+    for key, t in checked.items():
+        if t.dtype != np.float64:
+            raise TypeError(f"gradcheck: {_label(key)} is {t.dtype}; finite differences need "
+                            f"float64")
+    out = call()
+    if out.dtype != np.float64:
+        raise TypeError(f"gradcheck: fn returned {out.dtype}; finite differences need float64")
+    weight = np.random.default_rng(seed).standard_normal(out.shape)
+
+    def objective():
+        with no_grad():
+            return float(np.sum(backend.to_numpy(call().data) * weight))
+
+    for t in checked.values():
+        t.grad = None
+    out.backward(weight)
+    rng = np.random.default_rng(seed + 1)
+    for key, t in checked.items():
+        analytic = np.zeros(t.shape) if t.grad is None else backend.to_numpy(t.grad.data)
+        if analytic.shape != t.shape:
+            raise AssertionError(f"gradcheck: the gradient of {_label(key)} has shape "
+                                 f"{analytic.shape} but the input has shape {t.shape}")
+        if t.numel() <= max_elements:
+            probes = [(f"element {tuple(map(int, np.unravel_index(i, t.shape)))}",
+                       _one_hot(t.shape, i))
+                      for i in range(t.numel())]
+        else:
+            probes = [(f"random direction {i + 1} of {n_directions}", rng.standard_normal(t.shape))
+                      for i in range(n_directions)]
+        _compare_along(t, objective, analytic, probes, eps, rtol, atol, _label(key))
+
+
+def _label(key):
+    return f"input {key!r}" if isinstance(key, str) else f"input {key}"
+
+
+def _one_hot(shape, flat_index):
+    d = np.zeros(math.prod(shape))
+    d[flat_index] = 1.0
+    return d.reshape(shape)
+
+
+def _compare_along(t, objective, analytic, probes, eps, rtol, atol, label):
+    """Compare ⟨analytic, d⟩ with the central difference of `objective` along each probe d."""
+    original = t.data
+    worst, failures = None, 0
+    try:
+        for where, d in probes:
+            step = backend.to_backend(eps * d, t.device)
+            t.data = original + step
+            f_plus = objective()
+            t.data = original - step
+            f_minus = objective()
+            numeric = (f_plus - f_minus) / (2 * eps)
+            exact = float(np.sum(analytic * d))
+            excess = abs(exact - numeric) - (atol + rtol * abs(numeric))
+            excess = math.inf if math.isnan(excess) else excess
+            failures += excess > 0
+            if worst is None or excess > worst[0]:
+                worst = excess, where, exact, numeric
+    finally:
+        t.data = original
+    if failures:
+        _, where, exact, numeric = worst
+        raise AssertionError(
+            f"gradcheck: the gradient of {label} is wrong at {failures} of {len(probes)} probes; "
+            f"worst: {where}: analytic {exact:.8g}, numeric {numeric:.8g} "
+            f"(|difference| {abs(exact - numeric):.3g} > atol {atol:g} + rtol {rtol:g}·|numeric|)")
+
+
+# --- comparing results ----------------------------------------------------------------------------
+
+def assert_close(actual, expected, rtol=1e-4, atol=0.0):
+    """Assert ‖actual − expected‖ ≤ atol + rtol·‖expected‖ (2-norms over all elements).
+
+    Accepts Tensors, NumPy or CuPy arrays and Python numbers; compares in float64 on the host.
+    Non-finite values must match exactly (same positions, same infinities); `atol` guards an
+    expected value that is (nearly) all zeros.
+    """
+    a, b = _host_float64(actual), _host_float64(expected)
+    if a.shape != b.shape:
+        raise AssertionError(f"assert_close: shapes differ: actual {a.shape}, expected {b.shape}")
+    finite = np.isfinite(b)
+    same_non_finite = np.array_equal(a[~finite], b[~finite], equal_nan=True)
+    if not same_non_finite or not np.isfinite(a[finite]).all():
+        raise AssertionError(f"assert_close: non-finite values differ (shape {a.shape}):\n"
+                             f"actual   {a}\nexpected {b}")
+    difference, size = np.linalg.norm(a[finite] - b[finite]), np.linalg.norm(b[finite])
+    if not difference <= atol + rtol * size:
+        relative = difference / size if size else math.inf
+        raise AssertionError(f"assert_close: relative error {relative:.3g} > rtol {rtol:g} "
+                             f"(‖a−b‖ {difference:.3g}, ‖b‖ {size:.3g}, atol {atol:g}, "
+                             f"shape {a.shape})")
+
+
+def _host_float64(x):
+    data = x.data if isinstance(x, Tensor) else x
+    return np.asarray(backend.to_numpy(data) if backend.is_array(data) else data, dtype=np.float64)
+
+
+# --- hypothesis strategies ------------------------------------------------------------------------
+
+def finite_floats(min_value=-3.0, max_value=3.0, min_magnitude=0.0):
+    """Finite floats in [min_value, max_value], at least `min_magnitude` away from zero (to keep
+    clear of kinks such as |x| and relu at 0)."""
+    floats = st.floats(min_value, max_value, allow_nan=False, allow_infinity=False)
+    if min_magnitude <= 0 or min_value >= min_magnitude or max_value <= -min_magnitude:
+        return floats
+    positive = st.floats(min_magnitude, max_value) if max_value >= min_magnitude else st.nothing()
+    negative = st.floats(min_value, -min_magnitude) if min_value <= -min_magnitude else st.nothing()
+    return positive | negative
+
+
+def shapes(min_dims=1, max_dims=3, max_side=4, min_side=1):
+    """Array shapes with min_dims..max_dims dims of min_side..max_side each."""
+    return hnp.array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                            max_side=max_side)
+
+
+def arrays(shape, dtype="float64", elements=None):
+    """Host NumPy arrays of `shape` with bounded elements (finite_floats() by default)."""
+    return hnp.arrays(np.dtype(dtype), shape, elements=elements if elements is not None
+                      else finite_floats())
+
+
+@st.composite
+def distinct_arrays(draw, shape, spacing=0.1, dtype="float64"):
+    """Arrays whose values all differ by more than spacing/2: a shuffled evenly spaced ramp
+    (centred on 0) plus a small jitter. For max/min without ties, and for well-conditioned
+    variances (layer norm, var) in float32."""
+    n = math.prod(shape)
+    order = np.array(draw(st.permutations(range(n))), dtype=np.float64)
+    jitter = draw(arrays(n, elements=st.floats(-spacing / 4, spacing / 4)))
+    return ((order - (n - 1) / 2) * spacing + jitter).reshape(shape).astype(dtype)
+
+
+def broadcastable_shapes(min_dims=0, max_dims=3, max_side=4):
+    """Pairs of shapes (a, b) that broadcast against each other, e.g. ((3, 1, 4), (2, 1))."""
+    return hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=min_dims, max_dims=max_dims,
+                                             max_side=max_side).map(lambda r: r.input_shapes)
+
+
+# --- backends -------------------------------------------------------------------------------------
+
+def available_backends():
+    """The backends to run the tests on: MINIVLM_TEST_BACKENDS="numpy,cupy" when set (asking for
+    one that cannot run here is an error, never a silent skip), else numpy and, where a GPU
+    answers, cupy."""
+    requested = os.environ.get("MINIVLM_TEST_BACKENDS", "").strip()
+    if not requested:
+        return ["numpy"] + (["cupy"] if backend.cupy_available() else [])
+    names = [backend.canonical_name(name.strip()) for name in requested.split(",") if name.strip()]
+    for name in names:
+        try:
+            backend.module(name)
+        except RuntimeError as e:
+            raise RuntimeError(f"MINIVLM_TEST_BACKENDS={requested!r} asks for {name}, which "
+                               f"cannot run here: {e}") from e
+    return names

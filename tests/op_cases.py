@@ -1,0 +1,444 @@
+"""Every differentiable op of minivlm.functional, described once for the three test tiers.
+
+An OpCase draws an example — the differentiable inputs (a dict name -> float64 host array) and
+the other arguments (dims, flags, integer and boolean arrays) — and computes the op with minivlm,
+`ours(**tensors, **params)`, and with torch, `theirs(torch, **tensors, **params)`. Values keep
+clear of the points where an op is not differentiable (|x| and relu at 0, ties under max, the
+bounds of clamp) and of inputs that float32 cannot compare with float64 (near-constant rows under
+layer norm or var).
+"""
+import math
+from typing import Callable, NamedTuple
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import minivlm as mv
+import minivlm.functional as F
+from minivlm.testing import arrays, broadcastable_shapes, distinct_arrays, finite_floats, shapes
+
+
+class OpCase(NamedTuple):
+    name: str
+    inputs: st.SearchStrategy  # -> (dict name -> float64 array, dict of other arguments)
+    ours: Callable
+    theirs: Callable
+
+    def __str__(self):
+        return self.name
+
+
+def ours_params(params, device):
+    """The non-differentiable arguments for minivlm: arrays, also inside index tuples, become
+    Tensors on `device`."""
+    if isinstance(params, dict):
+        return {name: ours_params(value, device) for name, value in params.items()}
+    if isinstance(params, tuple):
+        return tuple(ours_params(value, device) for value in params)
+    return mv.tensor(params, device=device) if isinstance(params, np.ndarray) else params
+
+
+def torch_params(params, torch):
+    """The same arguments for torch: arrays become torch tensors."""
+    if isinstance(params, dict):
+        return {name: torch_params(value, torch) for name, value in params.items()}
+    if isinstance(params, tuple):
+        return tuple(torch_params(value, torch) for value in params)
+    return torch.from_numpy(params) if isinstance(params, np.ndarray) else params
+
+
+def _tf(torch):
+    return torch.nn.functional
+
+
+def _dim(draw, ndim, new_axis=False):
+    """A dim of an array with `ndim` dims, maybe negative (one past the end for a new axis)."""
+    extra = 1 if new_axis else 0
+    return draw(st.integers(-ndim - extra, ndim - 1 + extra))
+
+
+def _dims(draw, ndim):
+    """None, one dim (maybe negative) or a non-empty tuple of distinct dims."""
+    several = st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True).map(tuple)
+    return draw(st.none() | st.integers(-ndim, ndim - 1) | several)
+
+
+def _one_input(name, ours, theirs, values=arrays, min_dims=0, params=lambda draw, shape: {}):
+    """An op of one input x, with `params(draw, shape)` for its other arguments."""
+    @st.composite
+    def inputs(draw):
+        shape = draw(shapes(min_dims, 3))
+        return {"x": draw(values(shape))}, params(draw, shape)
+    return OpCase(name, inputs(), ours, theirs)
+
+
+def _elements(elements):
+    return lambda shape: arrays(shape, elements=elements)
+
+
+# --- elementwise ---------------------------------------------------------------------------------
+
+positive = _elements(finite_floats(0.25, 3.0))
+nonzero = _elements(finite_floats(min_magnitude=0.1))
+clear_of_clamp_bounds = _elements(finite_floats(-2, 2).filter(
+    lambda v: abs(abs(v) - 0.5) > 0.01 and abs(abs(v) - 1) > 0.01))
+
+
+def _clamp_params(draw, shape):
+    low, high = draw(st.sampled_from([(-0.5, 1.0), (None, 0.5), (-1.0, None)]))
+    return {"min": low, "max": high}
+
+
+def _binary(name, ours, theirs, a=None, b=None):
+    @st.composite
+    def inputs(draw):
+        shape_a, shape_b = draw(broadcastable_shapes())
+        return {"a": draw(arrays(shape_a, elements=a)), "b": draw(arrays(shape_b, elements=b))}, {}
+    return OpCase(name, inputs(), ours, theirs)
+
+
+def _with_scalar(name, ours, theirs, values=arrays):
+    """An operator with a Python number `c` on one side."""
+    return _one_input(name, ours, theirs, values,
+                      params=lambda draw, shape: {"c": draw(st.sampled_from([-1.5, 0.5, 2.0, 3]))})
+
+
+ELEMENTWISE = [
+    _one_input("neg", lambda x: -x, lambda torch, x: -x),
+    _one_input("exp", F.exp, lambda torch, x: torch.exp(x)),
+    _one_input("log", F.log, lambda torch, x: torch.log(x), positive),
+    _one_input("sqrt", F.sqrt, lambda torch, x: torch.sqrt(x), positive),
+    _one_input("abs", F.abs, lambda torch, x: torch.abs(x), nonzero),
+    _one_input("tanh", F.tanh, lambda torch, x: torch.tanh(x)),
+    _one_input("sigmoid", F.sigmoid, lambda torch, x: torch.sigmoid(x)),
+    _one_input("relu", F.relu, lambda torch, x: torch.relu(x), nonzero),
+    _one_input("gelu", F.gelu, lambda torch, x: _tf(torch).gelu(x)),
+    _one_input("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"),
+               lambda torch, x: _tf(torch).gelu(x, approximate="tanh")),
+    _one_input("quick_gelu", F.quick_gelu, lambda torch, x: x * torch.sigmoid(1.702 * x)),
+    _one_input("clamp", F.clamp, lambda torch, x, min, max: torch.clamp(x, min, max),
+               clear_of_clamp_bounds, params=_clamp_params),
+    _binary("add", F.add, lambda torch, a, b: a + b),
+    _binary("sub", F.sub, lambda torch, a, b: a - b),
+    _binary("mul", F.mul, lambda torch, a, b: a * b),
+    _binary("div", F.div, lambda torch, a, b: a / b, b=finite_floats(min_magnitude=0.5)),
+    _binary("pow", F.pow, lambda torch, a, b: a ** b, a=finite_floats(0.5, 2.0),
+            b=finite_floats(-2.0, 2.0)),
+    _with_scalar("scalar_minus_x", lambda x, c: c - x, lambda torch, x, c: c - x),
+    _with_scalar("scalar_over_x", lambda x, c: c / x, lambda torch, x, c: c / x, nonzero),
+    _with_scalar("x_pow_scalar", lambda x, c: x ** c, lambda torch, x, c: x ** c, positive),
+    _with_scalar("scalar_pow_x", lambda x, c: abs(c) ** x, lambda torch, x, c: abs(c) ** x),
+]
+
+
+# --- matrix products -----------------------------------------------------------------------------
+
+@st.composite
+def _matmul_inputs(draw):
+    batch_a, batch_b = draw(broadcastable_shapes(max_dims=2, max_side=3))
+    m, k, n = (draw(st.integers(1, 4)) for _ in range(3))
+    shape_a = draw(st.sampled_from([(k,), (*batch_a, m, k)]))  # 1-d operands too
+    shape_b = draw(st.sampled_from([(k,), (*batch_b, k, n)]))
+    return {"a": draw(arrays(shape_a)), "b": draw(arrays(shape_b))}, {}
+
+
+@st.composite
+def _linear_inputs(draw):
+    lead = draw(shapes(0, 2, max_side=3))
+    n_in, n_out = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    inputs = {"x": draw(arrays((*lead, n_in))), "weight": draw(arrays((n_out, n_in)))}
+    if draw(st.booleans()):
+        inputs["bias"] = draw(arrays((n_out,)))
+    return inputs, {}
+
+
+MATRIX = [
+    OpCase("matmul", _matmul_inputs(), F.matmul, lambda torch, a, b: a @ b),
+    OpCase("linear", _linear_inputs(), F.linear,
+           lambda torch, x, weight, bias=None: _tf(torch).linear(x, weight, bias)),
+]
+
+
+# --- reductions ----------------------------------------------------------------------------------
+
+def _max_or_min(name):
+    """max/min over everything (dim None) or (values, indices) over one dim."""
+    def ours(x, dim, keepdim=False):
+        op = getattr(F, name)
+        return op(x) if dim is None else op(x, dim, keepdim).values
+
+    def theirs(torch, x, dim, keepdim=False):
+        op = getattr(torch, name)
+        return op(x) if dim is None else op(x, dim, keepdim).values
+
+    def params(draw, shape):
+        dim = draw(st.none() | st.integers(-len(shape), len(shape) - 1))
+        return {"dim": dim} if dim is None else {"dim": dim, "keepdim": draw(st.booleans())}
+
+    return _one_input(name, ours, theirs, distinct_arrays, min_dims=1, params=params)
+
+
+def _reduce_params(draw, shape):
+    return {"dim": _dims(draw, len(shape)), "keepdim": draw(st.booleans())}
+
+
+@st.composite
+def _var_inputs(draw):
+    shape = draw(shapes(1, 3, min_side=2))
+    params = dict(_reduce_params(draw, shape), correction=draw(st.sampled_from([0, 1])))
+    return {"x": draw(distinct_arrays(shape))}, params
+
+
+REDUCTIONS = [
+    _one_input("sum", F.sum, lambda torch, x, dim, keepdim: torch.sum(x, dim, keepdim),
+               min_dims=1, params=_reduce_params),
+    _one_input("mean", F.mean, lambda torch, x, dim, keepdim: torch.mean(x, dim, keepdim),
+               min_dims=1, params=_reduce_params),
+    OpCase("var", _var_inputs(), F.var,
+           lambda torch, x, dim, correction, keepdim: torch.var(x, dim, correction=correction,
+                                                                keepdim=keepdim)),
+    _max_or_min("max"),
+    _max_or_min("min"),
+    _one_input("logsumexp", F.logsumexp,
+               lambda torch, x, dim, keepdim: torch.logsumexp(x, dim, keepdim), min_dims=1,
+               params=lambda draw, shape: {"dim": _dim(draw, len(shape)),
+                                           "keepdim": draw(st.booleans())}),
+    _one_input("softmax", F.softmax, lambda torch, x, dim: torch.softmax(x, dim), min_dims=1,
+               params=lambda draw, shape: {"dim": _dim(draw, len(shape))}),
+    _one_input("log_softmax", F.log_softmax, lambda torch, x, dim: torch.log_softmax(x, dim),
+               min_dims=1, params=lambda draw, shape: {"dim": _dim(draw, len(shape))}),
+]
+
+
+# --- shapes --------------------------------------------------------------------------------------
+
+def _reshape_params(draw, shape):
+    target = list(draw(st.permutations(shape)))  # the same number of elements
+    if target and draw(st.booleans()):
+        target[draw(st.integers(0, len(target) - 1))] = -1
+    return {"shape": tuple(target)}
+
+
+def _expand_params(draw, shape):
+    kept = [draw(st.integers(1, 3)) if n == 1 else draw(st.sampled_from([n, -1])) for n in shape]
+    return {"shape": (*draw(st.lists(st.integers(1, 3), max_size=1)), *kept)}
+
+
+def _permute_params(draw, shape):
+    dims = draw(st.permutations(range(len(shape))))
+    return {"dims": tuple(d - len(shape) if draw(st.booleans()) else d for d in dims)}
+
+
+def _flatten_params(draw, shape):
+    start, end = sorted(draw(st.integers(0, len(shape) - 1)) for _ in range(2))
+    return {"start_dim": start - len(shape) * draw(st.integers(0, 1)), "end_dim": end}
+
+
+def _squeeze_params(draw, shape):
+    return {"dim": draw(st.none() | st.integers(-len(shape), len(shape) - 1))}
+
+
+def _transpose_params(draw, shape):
+    return {"dim0": _dim(draw, len(shape)), "dim1": _dim(draw, len(shape))}
+
+
+SHAPES = [
+    _one_input("reshape", lambda x, shape: F.reshape(x, shape),
+               lambda torch, x, shape: x.reshape(shape), params=_reshape_params),
+    _one_input("transpose", F.transpose, lambda torch, x, dim0, dim1: x.transpose(dim0, dim1),
+               min_dims=1, params=_transpose_params),
+    _one_input("permute", lambda x, dims: F.permute(x, *dims),
+               lambda torch, x, dims: x.permute(dims), min_dims=1, params=_permute_params),
+    _one_input("T", lambda x: x.T, lambda torch, x: x.permute(tuple(reversed(range(x.ndim))))),
+    _one_input("expand", lambda x, shape: F.expand(x, *shape),
+               lambda torch, x, shape: x.expand(shape), params=_expand_params),
+    _one_input("squeeze", F.squeeze,
+               lambda torch, x, dim: x.squeeze() if dim is None else x.squeeze(dim), min_dims=1,
+               params=_squeeze_params),
+    _one_input("unsqueeze", F.unsqueeze, lambda torch, x, dim: x.unsqueeze(dim),
+               params=lambda draw, shape: {"dim": _dim(draw, len(shape), new_axis=True)}),
+    _one_input("flatten", F.flatten,
+               lambda torch, x, start_dim, end_dim: x.flatten(start_dim, end_dim), min_dims=1,
+               params=_flatten_params),
+]
+
+
+# --- indexing, joining, splitting ----------------------------------------------------------------
+
+def _index(draw, shape):
+    """Slices, an integer, an integer array with repeats, a boolean mask, or None and Ellipsis."""
+    axis = draw(st.integers(0, len(shape) - 1))
+    before, n = (slice(None),) * axis, shape[axis]
+    kind = draw(st.sampled_from(["slices", "integer", "integer array", "mask", "newaxis"]))
+    if kind == "slices":
+        return tuple(slice(draw(st.none() | st.integers(-side - 1, side + 1)),
+                           draw(st.none() | st.integers(-side - 1, side + 1)),
+                           draw(st.none() | st.integers(1, 3))) for side in shape)
+    if kind == "integer":
+        return before + (draw(st.integers(-n, n - 1)),)
+    if kind == "integer array":
+        ids = hnp.arrays(np.int64, shapes(1, 2), elements=st.integers(-n, n - 1))
+        return before + (draw(ids),)
+    if kind == "mask":
+        return (draw(hnp.arrays(np.bool_, shape[:axis + 1])),)
+    return (None, Ellipsis, draw(st.integers(-shape[-1], shape[-1] - 1)))
+
+
+@st.composite
+def _cat_inputs(draw, same_shapes=False):
+    shape = list(draw(shapes(1, 3)))
+    dim = _dim(draw, len(shape), new_axis=same_shapes)
+    inputs = {}
+    for i in range(draw(st.integers(1, 3))):
+        if not same_shapes:
+            shape[dim] = draw(st.integers(1, 3))
+        inputs[f"t{i}"] = draw(arrays(tuple(shape)))
+    return inputs, {"dim": dim}
+
+
+def _split_params(draw, shape):
+    dim = _dim(draw, len(shape))
+    n = shape[dim]
+    cuts = sorted(draw(st.lists(st.integers(0, n), max_size=3)))
+    sections = [b - a for a, b in zip([0, *cuts], [*cuts, n])]
+    return {"split_size_or_sections": draw(st.integers(1, n + 1) | st.just(sections)), "dim": dim}
+
+
+def _roll_params(draw, shape):
+    if draw(st.booleans()):
+        return {"shifts": draw(st.integers(-5, 5)), "dims": None}
+    dims = draw(st.lists(st.integers(-len(shape), len(shape) - 1), min_size=1, max_size=len(shape),
+                         unique_by=lambda d: d % len(shape)))
+    return {"shifts": tuple(draw(st.integers(-5, 5)) for _ in dims), "dims": tuple(dims)}
+
+
+def _pad_params(draw, shape):
+    pairs = draw(st.integers(1, len(shape)))  # (before, after) for the last `pairs` dims
+    pad = tuple(draw(st.integers(0, 2)) for _ in range(2 * pairs))
+    return {"pad": pad, "value": draw(st.sampled_from([0.0, 1.5]))}
+
+
+@st.composite
+def _where_inputs(draw):
+    condition, a, b = draw(hnp.mutually_broadcastable_shapes(num_shapes=3, max_side=3)).input_shapes
+    return ({"a": draw(arrays(a)), "b": draw(arrays(b))},
+            {"condition": draw(hnp.arrays(np.bool_, condition))})
+
+
+def _masked_fill_params(draw, shape):
+    suffix = shape[draw(st.integers(0, len(shape))):]
+    mask_shape = tuple(draw(st.sampled_from([n, 1])) for n in suffix)
+    return {"mask": draw(hnp.arrays(np.bool_, mask_shape)),
+            "value": draw(st.sampled_from([0.0, -2.5]))}
+
+
+def _reversed_pieces(pieces, dim, cat):
+    return cat(list(pieces)[::-1], dim)  # every piece reaches the output, out of place
+
+
+JOINING = [
+    _one_input("getitem", lambda x, index: x[index], lambda torch, x, index: x[index], min_dims=1,
+               params=lambda draw, shape: {"index": _index(draw, shape)}),
+    OpCase("cat", _cat_inputs(), lambda dim, **ts: F.cat(list(ts.values()), dim),
+           lambda torch, dim, **ts: torch.cat(list(ts.values()), dim)),
+    OpCase("stack", _cat_inputs(same_shapes=True),
+           lambda dim, **ts: F.stack(list(ts.values()), dim),
+           lambda torch, dim, **ts: torch.stack(list(ts.values()), dim)),
+    _one_input("split", lambda x, split_size_or_sections, dim: _reversed_pieces(
+                   F.split(x, split_size_or_sections, dim), dim, F.cat),
+               lambda torch, x, split_size_or_sections, dim: _reversed_pieces(
+                   torch.split(x, split_size_or_sections, dim), dim, torch.cat),
+               min_dims=1, params=_split_params),
+    _one_input("chunk",
+               lambda x, chunks, dim: _reversed_pieces(F.chunk(x, chunks, dim), dim, F.cat),
+               lambda torch, x, chunks, dim: _reversed_pieces(torch.chunk(x, chunks, dim), dim,
+                                                              torch.cat),
+               min_dims=1, params=lambda draw, shape: {"chunks": draw(st.integers(1, 4)),
+                                                       "dim": _dim(draw, len(shape))}),
+    _one_input("roll", F.roll, lambda torch, x, shifts, dims: torch.roll(x, shifts, dims),
+               min_dims=1, params=_roll_params),
+    _one_input("pad", F.pad, lambda torch, x, pad, value: _tf(torch).pad(x, pad, value=value),
+               min_dims=1, params=_pad_params),
+    OpCase("where", _where_inputs(), lambda a, b, condition: F.where(condition, a, b),
+           lambda torch, a, b, condition: torch.where(condition, a, b)),
+    _one_input("masked_fill", F.masked_fill,
+               lambda torch, x, mask, value: x.masked_fill(mask, value),
+               params=_masked_fill_params),
+]
+
+
+# --- normalisation, losses, embedding, attention -------------------------------------------------
+
+@st.composite
+def _layer_norm_inputs(draw):
+    lead = draw(shapes(0, 2, max_side=3))
+    # two elements normalise to ±1 whatever they are: a gradient of ~0, useless in float32
+    normalized = draw(shapes(1, 2).filter(lambda s: math.prod(s) > 2))
+    inputs = {"x": draw(distinct_arrays(lead + normalized))}
+    for name in ("weight", "bias"):
+        if draw(st.booleans()):
+            inputs[name] = draw(arrays(normalized))
+    return inputs, {"normalized_shape": normalized, "eps": draw(st.sampled_from([1e-5, 1e-6]))}
+
+
+@st.composite
+def _cross_entropy_inputs(draw):
+    n, classes = draw(st.integers(1, 4)), draw(st.integers(2, 5))
+    positions = draw(shapes(0, 1, max_side=3))  # (N, C) or (N, C, d)
+    ignore_index = draw(st.sampled_from([-100, 0]))
+    target = draw(hnp.arrays(np.int64, (n, *positions),
+                             elements=st.integers(0, classes - 1) | st.just(ignore_index)))
+    target.flat[0] = draw(st.integers(1, classes - 1))  # at least one target counts
+    params = {"target": target, "ignore_index": ignore_index,
+              "label_smoothing": draw(st.sampled_from([0.0, 0.1, 0.3])),
+              "reduction": draw(st.sampled_from(["mean", "sum", "none"]))}
+    return {"logits": draw(arrays((n, classes, *positions)))}, params
+
+
+@st.composite
+def _embedding_inputs(draw):
+    vocabulary, width = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    ids = draw(hnp.arrays(np.int64, shapes(1, 2), elements=st.integers(0, vocabulary - 1)))
+    padding_idx = draw(st.none() | st.integers(0, vocabulary - 1))
+    return {"weight": draw(arrays((vocabulary, width)))}, {"ids": ids, "padding_idx": padding_idx}
+
+
+@st.composite
+def _attention_inputs(draw):
+    """q, k, v with no mask, a boolean mask (every query keeps a key), a float mask (which gets a
+    gradient) or is_causal; the default scale or another."""
+    batch = draw(shapes(0, 2, max_side=2))
+    queries, keys, width, value_width = (draw(st.integers(1, 4)) for _ in range(4))
+    inputs = {"q": draw(arrays((*batch, queries, width))), "k": draw(arrays((*batch, keys, width))),
+              "v": draw(arrays((*batch, keys, value_width)))}
+    params = {"scale": draw(st.sampled_from([None, 0.3]))}
+    mask = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    if mask == "bool":
+        allowed = draw(hnp.arrays(np.bool_, (queries, keys)))
+        allowed[np.arange(queries), draw(hnp.arrays(np.int64, queries,
+                                                    elements=st.integers(0, keys - 1)))] = True
+        params["attn_mask"] = allowed
+    elif mask == "float":
+        inputs["attn_mask"] = draw(arrays((queries, keys)))
+    elif mask == "causal":
+        params["is_causal"] = True
+    return inputs, params
+
+
+LAYERS = [
+    OpCase("layer_norm", _layer_norm_inputs(), F.layer_norm,
+           lambda torch, x, normalized_shape, weight=None, bias=None, eps=1e-5:
+           _tf(torch).layer_norm(x, normalized_shape, weight, bias, eps)),
+    _one_input("normalize", F.normalize, lambda torch, x, p, dim: _tf(torch).normalize(x, p, dim),
+               nonzero, min_dims=1, params=lambda draw, shape: {
+                   "p": draw(st.sampled_from([1.0, 2.0, 3.0])), "dim": _dim(draw, len(shape))}),
+    OpCase("cross_entropy", _cross_entropy_inputs(), F.cross_entropy,
+           lambda torch, logits, **kw: _tf(torch).cross_entropy(logits, **kw)),
+    OpCase("embedding", _embedding_inputs(), F.embedding,
+           lambda torch, weight, ids, padding_idx: _tf(torch).embedding(ids, weight, padding_idx)),
+    OpCase("scaled_dot_product_attention", _attention_inputs(), F.scaled_dot_product_attention,
+           lambda torch, q, k, v, **kw: _tf(torch).scaled_dot_product_attention(q, k, v, **kw)),
+]
+
+CASES = ELEMENTWISE + MATRIX + REDUCTIONS + SHAPES + JOINING + LAYERS
