@@ -1,0 +1,117 @@
+"""PNG figures of a CLIP run: the loss curve, the image × text similarity matrix (the CLIP
+notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6).
+
+Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
+each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
+
+    plot_loss(losses, "loss.png")
+    plot_similarity(similarity, images, texts, "similarity.png")
+    plot_confusion(counts, class_names, "confusion.png")
+    plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
+"""
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .io import atomic_write
+
+
+def _save(figure, path):
+    FigureCanvasAgg(figure)
+    with atomic_write(path) as f:
+        figure.savefig(f, format="png", dpi=100, bbox_inches="tight")
+
+
+def moving_average(values, window):
+    """The mean of each run of `window` consecutive values (shorter at the start): (n,) -> (n,)."""
+    values = np.asarray(values, np.float64)
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def plot_loss(losses, path, title="contrastive loss"):
+    """The loss at each step, and its moving average over about 2 % of the steps."""
+    losses = np.asarray(losses)
+    steps = np.arange(1, len(losses) + 1)
+    figure = Figure(figsize=(6, 4))
+    ax = figure.add_subplot()
+    ax.plot(steps, losses, color="tab:blue", alpha=0.3, linewidth=0.8, label="per step")
+    ax.plot(steps, moving_average(losses, max(1, len(losses) // 50)), color="tab:blue",
+            label="moving average")
+    ax.set(xlabel="step", ylabel="loss", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_similarity(similarity, images, texts, path, title="cosine similarity"):
+    """similarity (T texts, I images) as a coloured table with its values, each image (3, H, W)
+    in [0, 1] above its column and each text beside its row, as in OpenAI's CLIP notebook."""
+    similarity = np.asarray(similarity)
+    if similarity.shape != (len(texts), len(images)):
+        raise ValueError(f"plot_similarity: similarity of shape {similarity.shape} needs "
+                         f"{similarity.shape[0]} texts and {similarity.shape[1]} images, got "
+                         f"{len(texts)} and {len(images)}")
+    n_texts, n_images = similarity.shape
+    figure = Figure(figsize=(2 + 0.8 * n_images, 1.5 + 0.55 * n_texts))
+    ax = figure.add_subplot()
+    ax.imshow(similarity, cmap="viridis", aspect="equal")
+    bright = (similarity.min() + similarity.max()) / 2       # viridis is light above the middle
+    for row in range(n_texts):
+        for column in range(n_images):
+            value = similarity[row, column]
+            ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if value > bright else "white")
+    for column, image in enumerate(images):
+        ax.imshow(np.transpose(image, (1, 2, 0)), extent=(column - 0.5, column + 0.5, -0.6, -1.6))
+    ax.set_xlim(-0.5, n_images - 0.5)
+    ax.set_ylim(n_texts - 0.5, -1.7)
+    ax.set_yticks(range(n_texts), texts, fontsize=9)
+    ax.set_xticks([])
+    for side in ("left", "top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title)
+    _save(figure, path)
+
+
+def plot_confusion(counts, class_names, path, title="zero-shot confusion matrix"):
+    """Row-normalised confusion counts (C, C), rows = true class, columns = predicted class."""
+    counts = np.asarray(counts, np.float64)
+    if counts.shape != (len(class_names), len(class_names)):
+        raise ValueError(f"plot_confusion: counts of shape {counts.shape} do not match "
+                         f"{len(class_names)} class names")
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = 3 + 0.18 * len(class_names)
+    figure = Figure(figsize=(size + 1, size))
+    ax = figure.add_subplot()
+    shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90, fontsize=6)
+    ax.set_yticks(ticks, class_names, fontsize=6)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    _save(figure, path)
+
+
+def plot_few_shot(accuracies, path, zero_shot=None, linear_probe=None,
+                  title="few-shot linear probes vs zero-shot"):
+    """Test accuracy against k examples per class ({k: accuracy}, k on a log2 axis), with the
+    zero-shot accuracy (and optionally the all-data linear probe) as horizontal lines, as the CLIP
+    paper's Figure 6 compares zero-shot CLIP with few-shot probes."""
+    shots = sorted(accuracies)
+    figure = Figure(figsize=(6, 4))
+    ax = figure.add_subplot()
+    ax.plot(shots, [100 * accuracies[k] for k in shots], "o-", label="k-shot linear probe")
+    if zero_shot is not None:
+        ax.axhline(100 * zero_shot, color="tab:red", linestyle="--", label="zero-shot")
+    if linear_probe is not None:
+        ax.axhline(100 * linear_probe, color="tab:gray", linestyle=":",
+                   label="linear probe, all training data")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set(xlabel="labelled training examples per class", ylabel="top-1 accuracy (%)",
+           title=title, ylim=(0, 100))
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    _save(figure, path)
