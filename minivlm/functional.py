@@ -12,7 +12,7 @@ import math
 import numbers
 
 from . import backend
-from .autograd import Function, Tensor, is_grad_enabled, unbroadcast
+from .autograd import Function, Tensor, unbroadcast
 from .backend import xp_of
 
 
@@ -37,6 +37,51 @@ def _check_broadcast(a, b, op):
         return xp_of(a).broadcast_shapes(a.shape, b.shape)
     except ValueError:
         raise ValueError(f"{op}: shapes {tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
+
+
+# On the CPU a chain of elementwise NumPy passes is bound by memory bandwidth: each pass reads
+# and writes the whole array. Run over blocks that fit in the L2 cache (with their temporaries),
+# the same passes go several times faster, which is how the coarse ops below (GELU, layer norm,
+# softmax, attention) come close to fused kernels. On the GPU the arrays go whole, to the fused CuPy kernel
+# of minivlm/kernels.py that stands in for the computation where there is one.
+_BLOCK = 1 << 16  # elements per block: 256 KiB of float32
+
+
+def _rows(a):
+    """a as a 2-d array of rows along its last dim (a 0-d array as one row of one)."""
+    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+
+
+def _by_blocks(compute, arrays, *shared):
+    """compute(*blocks, *shared) -> tuple of arrays, run on consecutive blocks of rows of the 2-d
+    `arrays` (all with the same number of rows). Each result is either rows of the block, gathered
+    into one array with a row per input row, or a per-block partial result of one row (a partial
+    sum), gathered into one array with a row per block."""
+    first = arrays[0]
+    step = builtins.max(1, _BLOCK // first.shape[-1])
+    if backend.is_cupy_array(first) or len(first) <= step:
+        return _fused(compute, first)(*arrays, *shared)
+    starts = range(0, len(first), step)
+    gathered = None
+    for i, start in enumerate(starts):
+        results = compute(*(a[start:start + step] for a in arrays), *shared)
+        if gathered is None:
+            per_row = [len(r) == step for r in results]
+            gathered = [xp_of(first).empty(((len(first) if rows else len(starts)),) + r.shape[1:],
+                                           dtype=r.dtype) for rows, r in zip(per_row, results)]
+        for out, rows, r in zip(gathered, per_row, results):
+            if rows:
+                out[start:start + len(r)] = r
+            else:
+                out[i] = r[0]
+    return tuple(gathered)
+
+
+def _fused(compute, array):
+    """compute, or for a CuPy array the fused kernel that stands in for it, where there is one."""
+    if backend.is_cupy_array(array):
+        return backend.fused_kernel(compute.__name__) or compute
+    return compute
 
 
 # --- elementwise arithmetic -------------------------------------------------------------------------
@@ -155,9 +200,14 @@ class Tanh(Function):
     def backward(self, g): return g * (1 - self.y * self.y)
 
 
-def _sigmoid(x):
+def _sigmoid(x, scale=1.0):
+    """σ(scale·x) = ½(tanh(scale·x/2) + 1), overflow-free in both directions, in a new array."""
     xp = xp_of(x)
-    return 0.5 * (xp.tanh(0.5 * x) + 1)  # overflow-free in both directions
+    y = xp.multiply(x, 0.5 * scale, out=xp.empty_like(x))
+    xp.tanh(y, out=y)
+    y += 1
+    y *= 0.5
+    return y
 
 
 class Sigmoid(Function):
@@ -189,31 +239,41 @@ class Clamp(Function):
 
 
 class GELU(Function):
-    """x·Φ(x) exactly (erf), or with the tanh approximation."""
+    """x·Φ(x) exactly (erf), or with the tanh approximation. Keeps only x: backward recomputes
+    Φ(x), block by block."""
 
     def forward(self, x, approximate="none"):
         self.x, self.approximate = x, approximate
         if approximate == "tanh":
-            self.t = xp_of(x).tanh(_GELU_C * (x + 0.044715 * x ** 3))
+            self.t = xp_of(x).tanh(_GELU_C * (x + 0.044715 * x * x * x))
             return 0.5 * x * (1 + self.t)
         if approximate != "none":
             raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
-        self.cdf = _normal_cdf(x)
-        return x * self.cdf
+        return _by_blocks(_gelu, [_rows(x)])[0].reshape(x.shape)
 
     def backward(self, g):
         x = self.x
         if self.approximate == "tanh":
-            dt = (1 - self.t ** 2) * _GELU_C * (1 + 3 * 0.044715 * x ** 2)
+            dt = (1 - self.t * self.t) * _GELU_C * (1 + 3 * 0.044715 * x * x)
             return g * (0.5 * (1 + self.t) + 0.5 * x * dt)
-        grad = x * x  # then in place: g · (Φ(x) + x·φ(x)), φ(x) = exp(−x²/2) / √(2π)
-        grad *= -0.5
-        xp_of(x).exp(grad, out=grad)
-        grad *= x
-        grad *= _INV_SQRT_2PI
-        grad += self.cdf
-        grad *= g
-        return grad
+        return _by_blocks(_gelu_grad, [_rows(x), _rows(g)])[0].reshape(x.shape)
+
+
+def _gelu(x):
+    y = _normal_cdf(x, _gaussian(x))
+    y *= x
+    return (y,)
+
+
+def _gelu_grad(x, g):
+    """g · (Φ(x) + x·φ(x)), φ(x) = exp(−x²/2) / √(2π)."""
+    gauss = _gaussian(x)
+    grad = _normal_cdf(x, gauss)
+    gauss *= x
+    gauss *= _INV_SQRT_2PI
+    grad += gauss
+    grad *= g
+    return (grad,)
 
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -222,28 +282,36 @@ _GELU_C = math.sqrt(2 / math.pi)
 _ERF_P, _ERF_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
-def _normal_cdf(x):
-    """Φ(x) = ½(1 + erf(x/√2)). For float32 NumPy arrays erf is Abramowitz & Stegun 7.1.26,
-    erf(z) = 1 − t·P(t)·exp(−z²) with t = 1/(1 + p·z) for z ≥ 0 (|error| < 1.5e-7, below
-    float32's resolution; PyTorch's vectorised CPU erf), 4x faster than SciPy's erf, which
-    evaluates each float32 element in double; otherwise the backend's erf."""
+def _gaussian(x):
+    """exp(−x²/2), in a new array."""
+    xp = xp_of(x)
+    gauss = xp.multiply(x, x, out=xp.empty_like(x))
+    gauss *= -0.5
+    return xp.exp(gauss, out=gauss)
+
+
+def _normal_cdf(x, gauss):
+    """Φ(x) = ½(1 + erf(x/√2)), given gauss = exp(−x²/2), in a new array. For float32 NumPy
+    arrays erf is Abramowitz & Stegun 7.1.26, erf(z) = 1 − t·P(t)·exp(−z²) with
+    t = 1/(1 + p·z) for z ≥ 0 (|error| < 1.5e-7, below float32's resolution; PyTorch's
+    vectorised CPU erf): several times faster than SciPy's erf, which evaluates each float32
+    element in double. Otherwise the backend's erf."""
     xp = xp_of(x)
     if x.dtype != "float32" or backend.is_cupy_array(x):
         cdf = backend.erf(x * _SQRT_HALF)
         cdf += 1
         cdf *= 0.5
         return cdf
-    t = xp.abs(x)
+    t = xp.abs(x, out=xp.empty_like(x))  # (out= keeps 0-d arrays arrays, for the in-place ops)
     t *= _ERF_P * _SQRT_HALF
     t += 1
     xp.reciprocal(t, out=t)
-    tail = t * (0.5 * _ERF_A[-1])  # ½(1 − erf(|x|/√2)) = ½·t·P(t)·exp(−x²/2), Horner in place
+    # ½(1 − erf(|x|/√2)) = ½·t·P(t)·exp(−x²/2), P by Horner's rule in place
+    tail = xp.multiply(t, 0.5 * _ERF_A[-1], out=xp.empty_like(x))
     for a in reversed(_ERF_A[:-1]):
         tail += 0.5 * a
         tail *= t
-    gauss = x * x
-    gauss *= -0.5
-    tail *= xp.exp(gauss, out=gauss)
+    tail *= gauss
     xp.subtract(0.5, tail, out=tail)  # ½·erf(|x|/√2), then signed and shifted: Φ(x)
     xp.copysign(tail, x, out=tail)
     tail += 0.5
@@ -251,14 +319,32 @@ def _normal_cdf(x):
 
 
 class QuickGELU(Function):
-    """x·σ(1.702x), OpenAI CLIP's approximation of GELU."""
+    """x·σ(1.702x), OpenAI CLIP's approximation of GELU. Keeps only x, block by block."""
 
     def forward(self, x):
-        self.x, self.s = x, _sigmoid(1.702 * x)
-        return x * self.s
+        self.x = x
+        return _by_blocks(_quick_gelu, [_rows(x)])[0].reshape(x.shape)
 
     def backward(self, g):
-        return g * self.s * (1 + 1.702 * self.x * (1 - self.s))
+        return _by_blocks(_quick_gelu_grad, [_rows(self.x), _rows(g)])[0].reshape(self.x.shape)
+
+
+def _quick_gelu(x):
+    y = _sigmoid(x, 1.702)
+    y *= x
+    return (y,)
+
+
+def _quick_gelu_grad(x, g):
+    """g · σ(1.702x) · (1 + 1.702x·(1 − σ(1.702x)))."""
+    s = _sigmoid(x, 1.702)
+    grad = 1 - s
+    grad *= x
+    grad *= 1.702
+    grad += 1
+    grad *= s
+    grad *= g
+    return (grad,)
 
 
 def neg(x): return Neg.apply(x)
@@ -682,14 +768,34 @@ def masked_fill(x, mask, value):
 class Softmax(Function):
     def forward(self, x, dim):
         self.dim = dim
-        e = xp_of(x).exp(x - x.max(axis=dim, keepdims=True))
-        e /= e.sum(axis=dim, keepdims=True)
-        self.y = e
-        return e
+        self.y = _along(_softmax, dim, x)
+        return self.y
 
     def backward(self, g):
-        gy = g * self.y
-        return gy - self.y * gy.sum(axis=self.dim, keepdims=True)
+        return _along(_softmax_grad, self.dim, g, self.y)
+
+
+def _along(compute, dim, *arrays):
+    """compute(*arrays, axis)[0] for an op along `dim` whose output has the shape of its inputs:
+    in blocks of rows when dim is the last axis."""
+    shape = arrays[0].shape
+    if dim % len(shape) != len(shape) - 1:
+        return _fused(compute, arrays[0])(*arrays, dim)[0]
+    return _by_blocks(compute, [_rows(a) for a in arrays], -1)[0].reshape(shape)
+
+
+def _softmax(x, axis):
+    y = x - x.max(axis=axis, keepdims=True)
+    xp_of(x).exp(y, out=y)
+    y /= y.sum(axis=axis, keepdims=True)
+    return (y,)
+
+
+def _softmax_grad(g, y, axis):
+    """y · (g − Σ g·y): the gradient of softmax given its output y."""
+    grad = g * y
+    grad -= y * grad.sum(axis=axis, keepdims=True)
+    return (grad,)
 
 
 class LogSoftmax(Function):
@@ -723,36 +829,58 @@ def logsumexp(x, dim, keepdim=False): return LogSumExp.apply(x, dim=dim, keepdim
 # --- normalisation ---------------------------------------------------------------------------------
 
 class LayerNorm(Function):
-    """(x − mean) / sqrt(var + eps) over the trailing `n_dims` dims, then γ·x̂ + β."""
+    """(x − mean) / sqrt(var + eps) over the trailing `n_dims` dims, then γ·x̂ + β, on rows (one
+    per normalised slice) block by block. Keeps x and each row's mean and 1/std; backward
+    recomputes x̂ from them."""
 
     def forward(self, x, *affine, n_dims=1, eps=1e-5, has_weight=True):
-        axes = tuple(range(x.ndim - n_dims, x.ndim))
-        centred = x - x.mean(axis=axes, keepdims=True)
-        self.rstd = 1 / xp_of(x).sqrt((centred * centred).mean(axis=axes, keepdims=True) + eps)
-        self.xhat = centred * self.rstd
-        self.axes = axes
-        self.weight = affine[0] if has_weight else None
-        bias = affine[-1] if len(affine) > has_weight else None
-        y = self.xhat * self.weight if has_weight else self.xhat.copy()
-        if bias is not None:
-            y += bias
-        return y
+        self.shape, self.normalized_shape = x.shape, x.shape[x.ndim - n_dims:]
+        self.x = x.reshape(-1, math.prod(self.normalized_shape))
+        self.weight = affine[0].reshape(-1) if has_weight else None
+        bias = affine[-1].reshape(-1) if len(affine) > has_weight else None
+        y, self.mean, self.rstd = _by_blocks(_layer_norm, [self.x], eps, self.weight, bias)
+        return y.reshape(x.shape)
 
     def backward(self, g):
-        lead = tuple(range(g.ndim - len(self.axes)))
         needs = self.needs_input_grad
-        gxhat = g * self.weight if self.weight is not None else g
-        gx = None
-        if needs[0]:
-            n = math.prod(g.shape[a] for a in self.axes)
-            gx = (gxhat - gxhat.mean(axis=self.axes, keepdims=True)
-                  - self.xhat * (gxhat * self.xhat).sum(axis=self.axes, keepdims=True) / n) * self.rstd
-        grads = [gx]
+        gx, g_xhat, g_sum = _by_blocks(_layer_norm_grad,
+                                       [g.reshape(self.x.shape), self.x, self.mean, self.rstd],
+                                       self.weight)
+        grads = [gx.reshape(self.shape) if needs[0] else None]
         if self.weight is not None:
-            grads.append((g * self.xhat).sum(axis=lead) if needs[1] else None)
+            grads.append(g_xhat.sum(axis=0).reshape(self.normalized_shape) if needs[1] else None)
         if len(needs) > len(grads):  # the bias
-            grads.append(g.sum(axis=lead) if needs[-1] else None)
+            grads.append(g_sum.sum(axis=0).reshape(self.normalized_shape) if needs[-1] else None)
         return tuple(grads)
+
+
+def _layer_norm(x, eps, weight, bias):
+    """Rows x (r, D) -> y, and the mean and 1/std (r, 1) of each row."""
+    xp, n = xp_of(x), x.shape[-1]
+    mean = x.sum(axis=-1, keepdims=True) / n
+    y = x - mean
+    rstd = 1 / xp.sqrt(xp.einsum("ij,ij->i", y, y)[:, None] / n + eps)
+    y *= rstd
+    if weight is not None:
+        y *= weight
+    if bias is not None:
+        y += bias
+    return y, mean, rstd
+
+
+def _layer_norm_grad(g, x, mean, rstd, weight):
+    """Rows -> the gradient for x, and Σ g·x̂ and Σ g over the rows (1, D) for γ and β:
+    dx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) / std with ĝ = γ·g."""
+    xp, n = xp_of(x), x.shape[-1]
+    xhat = x - mean
+    xhat *= rstd
+    g_xhat, g_sum = xp.einsum("ij,ij->j", g, xhat)[None], g.sum(axis=0, keepdims=True)
+    g_hat = g * weight if weight is not None else g
+    grad = g_hat - g_hat.sum(axis=-1, keepdims=True) / n
+    xhat *= xp.einsum("ij,ij->i", g_hat, xhat)[:, None] / n
+    grad -= xhat
+    grad *= rstd
+    return grad, g_xhat, g_sum
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
@@ -874,50 +1002,107 @@ def dropout(x, p=0.5, training=True):
 # --- attention -----------------------------------------------------------------------------------
 
 class ScaledDotProductAttention(Function):
-    """softmax(q kᵀ · scale + mask) v with a hand-written backward that keeps only the
-    attention probabilities (and the dropout mask). Rows whose every key is masked give zeros."""
+    """softmax(q kᵀ · scale + mask) v, computed in blocks over the batch dims so that each
+    block's scores stay in cache. Keeps q, k, v, the mask, each query's log-sum-exp (and the
+    dropout mask): backward recomputes the attention probabilities block by block, as
+    FlashAttention does, rather than keeping the (..., L, S) matrix. Rows whose every key is
+    masked give zeros."""
 
     def forward(self, q, k, v, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0):
         xp = xp_of(q)
-        self.scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
-        self.q, self.k, self.v = q, k, v
-        e = (q @ k.swapaxes(-1, -2)) * q.dtype.type(self.scale)
-        self.mask_shape = None if attn_mask is None else attn_mask.shape
-        if attn_mask is not None and attn_mask.dtype == bool:
-            e = xp.where(attn_mask, e, -xp.inf)
-        elif attn_mask is not None:
-            e = e + attn_mask
-        if is_causal:
-            n_q, n_k = e.shape[-2:]
-            e = xp.where(xp.tril(xp.ones((n_q, n_k), dtype=bool)), e, -xp.inf)
-        row_max = e.max(axis=-1, keepdims=True)
-        row_max = xp.where(xp.isfinite(row_max), row_max, 0)  # all-masked rows: exp(-inf) = 0
-        p = xp.exp(e - row_max)
-        total = p.sum(axis=-1, keepdims=True)
-        p /= xp.where(total > 0, total, 1)
-        self.p = p
+        self.scale = q.dtype.type(1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+        self.q, self.k, self.v, self.mask, self.is_causal = q, k, v, attn_mask, is_causal
+        batch = xp.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                                    () if attn_mask is None else attn_mask.shape[:-2])
+        L, S = q.shape[-2], k.shape[-2]
+        self.batch, self.scores_shape = batch, batch + (L, S)
         self.drop = None
         if dropout_p > 0:
-            self.drop = (backend.rng(xp).random(p.shape, dtype=p.dtype) >= dropout_p) \
-                * p.dtype.type(1 / (1 - dropout_p))
-            p = p * self.drop
-        return p @ v
+            self.drop = (backend.rng(xp).random(self.scores_shape, dtype=q.dtype) >= dropout_p) \
+                * q.dtype.type(1 / (1 - dropout_p))
+        y = xp.empty(batch + (L, v.shape[-1]), dtype=q.dtype)
+        self.lse = xp.empty(batch + (L, 1), dtype=q.dtype)
+        for block in self._blocks():
+            scores = self._scores(block)
+            p, self.lse[block] = _fused(_attention_softmax, scores)(scores)
+            if self.drop is not None:
+                p *= self.drop[block]
+            y[block] = p @ self._part(v, block)
+        return y
 
     def backward(self, g):
-        p_used = self.p if self.drop is None else self.p * self.drop
-        gv = p_used.swapaxes(-1, -2) @ g
-        gp = g @ self.v.swapaxes(-1, -2)
-        if self.drop is not None:
-            gp *= self.drop
-        ge = self.p * (gp - (gp * self.p).sum(axis=-1, keepdims=True))
-        scale = ge.dtype.type(self.scale)
-        gq = (ge @ self.k) * scale
-        gk = (ge.swapaxes(-1, -2) @ self.q) * scale
-        grads = (unbroadcast(gq, self.q.shape), unbroadcast(gk, self.k.shape),
-                 unbroadcast(gv, self.v.shape))
-        if len(self.needs_input_grad) == 4:  # a float mask (e.g. a learned bias) gets dE
-            grads += (unbroadcast(ge, self.mask_shape),)
-        return grads
+        with_mask = len(self.needs_input_grad) == 4  # a float mask (a learned bias) gets dE
+        inputs = (self.q, self.k, self.v) + ((self.mask,) if with_mask else ())
+        grads = [xp_of(g).zeros(a.shape, dtype=g.dtype) for a in inputs]
+        for block in self._blocks():
+            p = self._scores(block)  # exp(scores − log-sum-exp) = the probabilities again
+            p -= self.lse[block]
+            xp_of(p).exp(p, out=p)
+            p_used = p if self.drop is None else p * self.drop[block]
+            gv = p_used.swapaxes(-1, -2) @ g[block]
+            gp = g[block] @ self._part(self.v, block).swapaxes(-1, -2)
+            if self.drop is not None:
+                gp *= self.drop[block]
+            ge = _fused(_softmax_grad, gp)(gp, p, -1)[0]  # of the scores (and of a float mask)
+            gq = ge @ self._part(self.k, block)
+            gq *= self.scale
+            gk = ge.swapaxes(-1, -2) @ self._part(self.q, block)
+            gk *= self.scale
+            for a, grad, part in zip(inputs, grads, (gq, gk, gv, ge)):
+                index = self._index(a, block)  # several blocks add up where `a` broadcasts
+                grad[index] += unbroadcast(part, grad[index].shape)
+        return tuple(grads)
+
+    def _blocks(self):
+        """Indices of the leading batch dims, each block about _BLOCK scores: single items of the
+        outer dims and runs of the first dim whose items are small enough; [...] for one block."""
+        if not self.batch or backend.is_cupy_array(self.q):
+            return [Ellipsis]
+        for d in range(len(self.batch)):  # the first dim whose items fit in a block (or the last)
+            item = math.prod(self.scores_shape[d + 1:])
+            if item <= _BLOCK or d == len(self.batch) - 1:
+                break
+        step = builtins.max(1, _BLOCK // item)
+        outer = itertools.product(*(range(n) for n in self.batch[:d]))
+        return [tuple(slice(i, i + 1) for i in index) + (slice(start, start + step),)
+                for index in outer for start in range(0, self.batch[d], step)]
+
+    def _index(self, a, block):
+        """The index of `block` into a, whose batch dims align with the right of self.batch
+        (all of a along the dims where it broadcasts)."""
+        if block is Ellipsis:
+            return Ellipsis
+        missing = len(self.batch) - (a.ndim - 2)
+        return tuple(slice(None) if a.shape[dim - missing] == 1 else index
+                     for dim, index in enumerate(block) if dim >= missing)
+
+    def _part(self, a, block):
+        return a[self._index(a, block)]
+
+    def _scores(self, block):
+        """q kᵀ · scale + mask for the batch rows of `block`, −inf where attention is masked."""
+        xp = xp_of(self.q)
+        e = (self._part(self.q, block) * self.scale) @ self._part(self.k, block).swapaxes(-1, -2)
+        if self.mask is not None:
+            mask = self._part(self.mask, block)
+            e = xp.where(mask, e, -xp.inf) if mask.dtype == bool else e + mask
+        if self.is_causal:
+            e = xp.where(xp.tril(xp.ones(e.shape[-2:], dtype=bool)), e, -xp.inf)
+        return e
+
+
+def _attention_softmax(e):
+    """Softmax of scores e over the last axis, in place, and its log-sum-exp per row. A row
+    whose every score is −inf (all keys masked) gives zeros, and a log-sum-exp of +inf."""
+    xp = xp_of(e)
+    row_max = e.max(axis=-1, keepdims=True)
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
+    e -= row_max
+    xp.exp(e, out=e)
+    total = e.sum(axis=-1, keepdims=True)
+    some = total > 0
+    e /= xp.where(some, total, 1)
+    return e, xp.where(some, row_max + xp.log(xp.where(some, total, 1)), xp.inf)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,

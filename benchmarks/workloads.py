@@ -1,0 +1,342 @@
+"""The benchmark workloads: each one a step in minivlm and the same step in torch.
+
+A `Workload` builds a step closure for either library on a device ("numpy"/"cupy" for minivlm,
+"cpu"/"cuda" for torch); calling it runs one forward (+ backward + AdamW for training) and returns
+its result on the host (the loss, or the output array), which also synchronises a GPU. The torch
+side loads minivlm's initial weights where the model has a torch re-statement with the same
+names, so the two first results can be compared. FLOPs are counted analytically: 2 per
+multiply-add of every matrix product, ×3 for a step with backward (each product's two gradient
+products cost as much as it); elementwise work, softmax and norms are not counted.
+
+    from benchmarks.workloads import CPU_WORKLOADS
+    step = CPU_WORKLOADS[0].minivlm_step("numpy"); step()
+"""
+import argparse
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+import minivlm as mv
+import minivlm.functional as F
+from minivlm.models import ViT, SwinTransformer, swin_t, vit_b16
+from minivlm.models.clip import CLIP, CLIPConfig, TextConfig, VisionConfig, clip_config, clip_loss
+from minivlm.models.clip import VisionTransformer
+from minivlm.models.text import TextTransformer
+from minivlm.optim import AdamW
+
+from . import attention as attention_benchmark
+from . import vit as vit_benchmark
+
+SEED = 0
+LEARNING_RATE = 1e-3
+
+
+@dataclasses.dataclass
+class Workload:
+    """name, kind ("training": forward + backward (+ optimizer), or "inference"), a one-line
+    description, FLOPs per step, and the two step builders:
+    minivlm(device) -> (step, model or None); torch(device, minivlm model or None) -> step."""
+    name: str
+    kind: str
+    description: str
+    flops: float
+    minivlm: Callable
+    torch: Callable
+
+    def minivlm_step(self, device="numpy"):
+        return self.minivlm(device)[0]
+
+    def torch_step(self, device="cpu", weights_from=None):
+        return self.torch(device, weights_from)
+
+
+# --- FLOP counts ---------------------------------------------------------------------------------
+
+def encoder_macs(tokens, width, mlp_width, layers, attended=None):
+    """Multiply-adds of `layers` Transformer blocks over one sequence of `tokens` tokens: per
+    token 4·width² for q, k, v and the output projection, 2·width·mlp_width for the MLP, and
+    2·attended·width for the scores and the weighted sum (attended: keys per query, default all)."""
+    attended = tokens if attended is None else attended
+    per_token = 4 * width ** 2 + 2 * width * mlp_width + 2 * attended * width
+    return layers * tokens * per_token
+
+
+def vit_macs(image, patch, width, layers, mlp_width, channels=3):
+    """One image through a ViT (patch projection + blocks), without the head."""
+    patches = (image // patch) ** 2
+    return (patches * channels * patch ** 2 * width
+            + encoder_macs(patches + 1, width, mlp_width, layers))
+
+
+def swin_macs(config):
+    """One image through a Swin Transformer: patch embedding, window blocks, merging, head."""
+    side = config.image_size // config.patch_size
+    macs = side ** 2 * config.num_channels * config.patch_size ** 2 * config.embed_dim
+    for stage, depth in enumerate(config.depths):
+        dim = config.stage_dim(stage)
+        window = min(side, config.window_size)
+        padded = -(-side // window) * window
+        macs += encoder_macs(padded ** 2, dim, int(config.mlp_ratio * dim), depth, window ** 2)
+        if stage < len(config.depths) - 1:
+            side = (side + 1) // 2
+            macs += side ** 2 * 4 * dim * 2 * dim
+    return macs + config.stage_dim(len(config.depths) - 1) * config.num_classes
+
+
+def clip_image_macs(vision, embed_dim):
+    width = vision.width
+    return vit_macs(vision.image_resolution, vision.patch_size, width, vision.layers,
+                    vision.mlp_width or 4 * width) + width * embed_dim
+
+
+def clip_text_macs(text, embed_dim, length):
+    return encoder_macs(length, text.width, text.mlp_width or 4 * text.width, text.layers) \
+        + text.width * embed_dim
+
+
+# --- step builders --------------------------------------------------------------------------------
+
+def _minivlm_training_step(model, loss_of, after_step=None):
+    """zero_grad, loss = loss_of(model), backward, AdamW step (then after_step(model))."""
+    optimizer = AdamW(model.parameters(), lr=LEARNING_RATE)
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_of(model)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(model)
+        return loss.item()
+    return step
+
+
+def _minivlm_inference_step(model, forward):
+    model.eval()
+
+    def step():
+        with mv.no_grad():
+            return forward(model).numpy()
+    return step
+
+
+def _torch_training_step(model, loss_of, after_step=None):
+    import torch
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_of(model)
+        loss.backward()
+        optimizer.step()
+        if after_step is not None:
+            after_step(model)
+        return loss.item()
+    return step
+
+
+def _torch_inference_step(model, forward):
+    import torch
+    model.eval()
+
+    def step():
+        with torch.no_grad():
+            return forward(model).cpu().numpy()
+    return step
+
+
+def _torch_model(build, device, weights_from):
+    """A torch re-statement built by `build()`, with minivlm's weights when given, on `device`."""
+    from .torch_models import load_minivlm_weights
+    model = build()
+    if weights_from is not None:
+        load_minivlm_weights(model, weights_from.state_dict())
+    return model.to(device)
+
+
+def _seeded(build):
+    mv.manual_seed(SEED)
+    return build()
+
+
+def _to_torch(array, device):
+    import torch
+    return torch.from_numpy(array).to(device)
+
+
+# --- the workloads -----------------------------------------------------------------------------
+
+def attention(batch=32, tokens=197, width=768, heads=12):
+    """Multi-head self-attention forward + backward (benchmarks/attention.py's layers and step)."""
+    args = argparse.Namespace(width=width, heads=heads)
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((batch, tokens, width), dtype=np.float32)
+    grad = rng.standard_normal((batch, tokens, width), dtype=np.float32)
+
+    def ours(device):
+        return attention_benchmark.minivlm_step(args, x, grad), None
+
+    def theirs(device, weights_from):
+        return attention_benchmark.torch_step(args, x, grad)
+
+    return Workload("attention", "training",
+                    f"multi-head self-attention fwd+bwd, {batch}×{tokens}×{width}, {heads} heads",
+                    attention_benchmark.attention_flops(batch, tokens, width, heads), ours, theirs)
+
+
+def vit_training(config, batch, name="vit_train"):
+    """One ViT training step: cross-entropy on random labels, AdamW (benchmarks/vit.py's models)."""
+    rng = np.random.default_rng(SEED)
+    pixels = rng.standard_normal((batch, 3, config.image_size, config.image_size), dtype=np.float32)
+    labels = rng.integers(0, config.num_classes, batch)
+
+    def ours(device):
+        model = _seeded(lambda: ViT(config)).to(device)
+        x, y = mv.tensor(pixels, device=device), mv.tensor(labels, device=device)
+        return _minivlm_training_step(model, lambda m: F.cross_entropy(m(x), y)), model
+
+    def theirs(device, weights_from):
+        import torch
+        source = weights_from if weights_from is not None else _seeded(lambda: ViT(config))
+        model = vit_benchmark.torch_vit(config, source.state_dict()).to(device)
+        x, y = _to_torch(pixels, device), _to_torch(labels, device)
+        return _torch_training_step(model, lambda m: torch.nn.functional.cross_entropy(m(x), y))
+
+    macs = vit_macs(config.image_size, config.patch_size, config.hidden_size,
+                    config.num_hidden_layers, config.intermediate_size) \
+        + config.hidden_size * config.num_classes
+    return Workload(name, "training",
+                    f"ViT training step (image {config.image_size}, patch {config.patch_size}, "
+                    f"width {config.hidden_size}, depth {config.num_hidden_layers}), "
+                    f"batch {batch}, AdamW", 3 * 2 * macs * batch, ours, theirs)
+
+
+def clip_training(config, batch, name="clip_train"):
+    """One CLIP training step on `batch` random (image, caption) pairs: symmetric contrastive loss,
+    AdamW, then the logit scale clamped at ln 100."""
+    rng = np.random.default_rng(SEED)
+    size, text = config.vision.image_resolution, config.text
+    pixels = rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+    ids = rng.integers(0, text.vocab_size, (batch, text.context_length))
+
+    def ours(device):
+        model = _seeded(lambda: CLIP(config)).to(device)
+        x, t = mv.tensor(pixels, device=device), mv.tensor(ids, device=device)
+        step = _minivlm_training_step(model, lambda m: clip_loss(m(x, t)[0]),
+                                      lambda m: m.clamp_logit_scale_())
+        return step, model
+
+    def theirs(device, weights_from):
+        import torch
+        from . import torch_models
+        model = _torch_model(lambda: torch_models.CLIP(config), device, weights_from)
+        x, t = _to_torch(pixels, device), _to_torch(ids, device)
+
+        def clamp(m):
+            with torch.no_grad():
+                m.logit_scale.clamp_(max=np.log(100))
+        return _torch_training_step(model, lambda m: torch_models.clip_loss(m(x, t)), clamp)
+
+    macs = clip_image_macs(config.vision, config.embed_dim) \
+        + clip_text_macs(text, config.embed_dim, text.context_length) + batch * config.embed_dim
+    return Workload(name, "training",
+                    f"CLIP training step (images {size}, width {config.vision.width}, "
+                    f"{config.vision.layers}+{text.layers} layers), batch {batch} pairs, AdamW",
+                    3 * 2 * macs * batch, ours, theirs)
+
+
+def small_clip_config():
+    """Images 32, patch 4, width 128, 4 layers, 4 heads, MLP 512; text vocabulary 1000,
+    32 positions, same widths; projection 64."""
+    return CLIPConfig(64, VisionConfig(image_resolution=32, layers=4, width=128, patch_size=4,
+                                       heads=4, mlp_width=512),
+                      TextConfig(context_length=32, vocab_size=1000, width=128, layers=4, heads=4,
+                                 mlp_width=512))
+
+
+def clip_image_encoding(config, batch, name="clip_image"):
+    """CLIP's image encoder, inference on random pixels (random weights)."""
+    size = config.vision.image_resolution
+    pixels = np.random.default_rng(SEED).standard_normal((batch, 3, size, size), dtype=np.float32)
+
+    def ours(device):
+        model = _seeded(lambda: VisionTransformer(config.vision, config.embed_dim)).to(device)
+        x = mv.tensor(pixels, device=device)
+        return _minivlm_inference_step(model, lambda m: m(x)), model
+
+    def theirs(device, weights_from):
+        from . import torch_models
+        model = _torch_model(
+            lambda: torch_models.VisionTransformer(config.vision, config.embed_dim), device,
+            weights_from)
+        x = _to_torch(pixels, device)
+        return _torch_inference_step(model, lambda m: m(x))
+
+    macs = clip_image_macs(config.vision, config.embed_dim)
+    return Workload(name, "inference", f"CLIP image encoder ({size}², patch "
+                    f"{config.vision.patch_size}, width {config.vision.width}), batch {batch}",
+                    2 * macs * batch, ours, theirs)
+
+
+def clip_text_encoding(config, batch, name="clip_text"):
+    """CLIP's text encoder, inference on random full-length captions (random weights)."""
+    text = config.text
+    ids = np.random.default_rng(SEED).integers(0, text.vocab_size, (batch, text.context_length))
+
+    def ours(device):
+        model = _seeded(lambda: TextTransformer(text, config.embed_dim)).to(device)
+        t = mv.tensor(ids, device=device)
+        return _minivlm_inference_step(model, lambda m: m(t)), model
+
+    def theirs(device, weights_from):
+        from . import torch_models
+        model = _torch_model(lambda: torch_models.TextTransformer(text, config.embed_dim), device,
+                             weights_from)
+        t = _to_torch(ids, device)
+        return _torch_inference_step(model, lambda m: m(t))
+
+    macs = clip_text_macs(text, config.embed_dim, text.context_length)
+    return Workload(name, "inference", f"CLIP text encoder (width {text.width}, "
+                    f"{text.layers} layers), batch {batch}×{text.context_length}",
+                    2 * macs * batch, ours, theirs)
+
+
+def swin_forward(config, batch, name="swin_t"):
+    """Swin Transformer forward, inference on random pixels (random weights)."""
+    size = config.image_size
+    pixels = np.random.default_rng(SEED).standard_normal((batch, 3, size, size), dtype=np.float32)
+
+    def ours(device):
+        model = _seeded(lambda: SwinTransformer(config)).to(device)
+        x = mv.tensor(pixels, device=device)
+        return _minivlm_inference_step(model, lambda m: m(x)), model
+
+    def theirs(device, weights_from):
+        from . import torch_models
+        model = _torch_model(lambda: torch_models.SwinTransformer(config), device, weights_from)
+        x = _to_torch(pixels, device)
+        return _torch_inference_step(model, lambda m: m(x))
+
+    return Workload(name, "inference", f"Swin-T forward ({size}²), batch {batch}",
+                    2 * swin_macs(config) * batch, ours, theirs)
+
+
+def cpu_workloads():
+    """The CPU suite of the "Performance" issue, in table order."""
+    return [
+        attention(),
+        vit_training(vit_benchmark.benchmark_config(), batch=64),
+        clip_training(small_clip_config(), batch=64),
+        clip_image_encoding(clip_config("ViT-B/32"), batch=8),
+        swin_forward(swin_t(), batch=2),
+        clip_text_encoding(clip_config("ViT-B/32"), batch=64),
+    ]
+
+
+def gpu_workloads():
+    """The GPU comparison: ViT-B/16 and CLIP ViT-B/32 training steps."""
+    return [
+        vit_training(vit_b16(), batch=32, name="vit_b16_train"),
+        clip_training(clip_config("ViT-B/32"), batch=128, name="clip_b32_train"),
+    ]
