@@ -266,6 +266,14 @@ def cosine_schedule(optimizer, warmup_steps, total_steps, min_lr=0.0):
 
 # --- gradient clipping ---------------------------------------------------------------------------
 
+def decay_matrices_only(parameters):
+    """Two param groups: matrices (weight decay) and vectors such as biases and norm gains
+    (none), as GPT-2, CLIP and nanoGPT train."""
+    params = list(parameters)
+    return [{"params": [p for p in params if p.ndim >= 2]},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+
 def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=False):
     """Scale all gradients in place so that their joint norm is at most max_norm, as torch:
     coefficient min(1, max_norm / (total_norm + 1e-6)). Returns the norm before clipping

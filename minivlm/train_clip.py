@@ -48,7 +48,7 @@ from .eval import (IMAGENET_TEMPLATES, accuracy, confusion_matrix, encode_images
                    few_shot_accuracies, fit_linear_probe, l2_normalize, zero_shot_classifier,
                    zero_shot_logits)
 from .models.clip import CLIP, CLIPConfig, clip_config, clip_loss
-from .optim import AdamW, clip_grad_norm_, cosine_schedule
+from .optim import AdamW, clip_grad_norm_, cosine_schedule, decay_matrices_only
 from .progress import progress
 from .tokenizers import CLIPTokenizer
 
@@ -158,10 +158,8 @@ def labelled_images(pairs, per_pair, image_size, rng):
 
 def make_optimizer(model, config):
     """AdamW as the CLIP paper (β₂ = 0.98, ε = 1e-6); weight decay on matrices only."""
-    params = list(model.parameters())
-    return AdamW([{"params": [p for p in params if p.ndim >= 2]},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                 lr=config.lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=config.weight_decay)
+    return AdamW(decay_matrices_only(model.parameters()), lr=config.lr, betas=(0.9, 0.98),
+                 eps=1e-6, weight_decay=config.weight_decay)
 
 
 def train_step(model, optimizer, images, ids, max_grad_norm):

@@ -33,7 +33,7 @@ from .eval import confusion_matrix
 from .models.resnet import small_resnet
 from .models.swin import SwinConfig, SwinTransformer
 from .models.vit import ViT, ViTConfig
-from .optim import AdamW, clip_grad_norm_, cosine_schedule
+from .optim import AdamW, clip_grad_norm_, cosine_schedule, decay_matrices_only
 from .progress import progress
 
 TARGETS = {"shape": SHAPES, "colour": tuple(COLOURS), "size": SIZES, "position": POSITIONS}
@@ -126,9 +126,7 @@ def held_out_set(config, n, seed=0):
 
 def make_optimizer(params, lr, weight_decay):
     """AdamW with weight decay on matrices only (not on biases and norm gains)."""
-    return AdamW([{"params": [p for p in params if p.ndim >= 2]},
-                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                 lr=lr, weight_decay=weight_decay)
+    return AdamW(decay_matrices_only(params), lr=lr, weight_decay=weight_decay)
 
 
 def train(model, config, steps, batch_size=64, lr=1e-3, weight_decay=0.05, seed=0,

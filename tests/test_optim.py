@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
-from minivlm import optim
+from minivlm import nn, optim
 from minivlm.testing import assert_close
 
 torch = pytest.importorskip("torch")
@@ -290,3 +290,11 @@ def test_clip_grad_norm_by_hand():
     with pytest.raises(RuntimeError, match="not finite"):
         p.grad = mv.tensor([math.inf, 1.0])
         optim.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
+
+
+def test_decay_matrices_only_splits_matrices_from_vectors():
+    layer = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    decayed, kept = optim.decay_matrices_only(layer.parameters())
+    assert [p.shape for p in decayed["params"]] == [(4, 3)]
+    assert sorted(p.shape for p in kept["params"]) == [(4,), (4,), (4,)]
+    assert kept["weight_decay"] == 0.0 and "weight_decay" not in decayed

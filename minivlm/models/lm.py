@@ -39,7 +39,7 @@ from ..autograd import Tensor, manual_seed, no_grad, zeros
 from ..data.text import corpus
 from ..nn.positional import LearnedPositionalEmbedding
 from ..nn.transformer import TransformerBlock
-from ..optim import AdamW, clip_grad_norm_, cosine_schedule
+from ..optim import AdamW, clip_grad_norm_, cosine_schedule, decay_matrices_only
 from ..progress import progress
 from ..tokenizers import BPETokenizer
 
@@ -432,9 +432,8 @@ def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max
     """AdamW on random windows of `stream`: linear warm-up over the first 10 % of the steps, then
     cosine decay to lr/10; weight decay on matrices only (nanoGPT); gradients clipped to norm 1."""
     params = list(model.parameters())
-    optimizer = AdamW([{"params": [p for p in params if p.ndim >= 2]},
-                       {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                      lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    optimizer = AdamW(decay_matrices_only(params), lr=lr, betas=(0.9, 0.95),
+                      weight_decay=weight_decay)
     schedule = cosine_schedule(optimizer, warmup_steps=steps // 10, total_steps=steps,
                                min_lr=lr / 10)
     rng = backend.rng(backend.xp_of(stream))
