@@ -13,11 +13,11 @@ import argparse
 import cProfile
 import pstats
 import statistics
-import time
 
 import numpy as np
 
 import minivlm as mv
+from benchmarks.timing import gemm_rate, timed
 from minivlm.nn.attention import MultiheadAttention
 
 
@@ -27,20 +27,6 @@ def attention_flops(batch, tokens, width, heads):
     projections = 4 * 2 * batch * tokens * width * width
     scores_and_mix = 2 * 2 * batch * tokens * tokens * width
     return 3 * (projections + scores_and_mix)
-
-
-def matmul_rate(n=2048, repeats=3):
-    """The machine's float32 GEMM rate (FLOP/s) through NumPy's BLAS."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def minivlm_step(args, x, grad):
@@ -102,15 +88,15 @@ def main():
 
     times = {"minivlm": [], "torch": []}
     for _ in range(args.repeats):
-        times["minivlm"].append(_timed(ours))
-        times["torch"].append(_timed(theirs))
+        times["minivlm"].append(timed(ours))
+        times["torch"].append(timed(theirs))
 
     import torch
     flops = attention_flops(args.batch, args.tokens, args.width, args.heads)
     print(f"multi-head self-attention forward+backward: batch {args.batch}, {args.tokens} tokens, "
           f"width {args.width}, {args.heads} heads, float32; median of {args.repeats}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
-    print(f"float32 matmul rate (NumPy BLAS): {matmul_rate() / 1e9:.1f} GFLOP/s")
+    print(f"float32 matmul rate (NumPy BLAS): {gemm_rate() / 1e9:.1f} GFLOP/s")
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, median in medians.items():
         print(f"{name:8s} {median * 1e3:8.1f} ms   {flops / median / 1e9:6.1f} GFLOP/s")

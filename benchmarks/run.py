@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.timing import gemm_rate, timed
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = {"training": 1.0, "inference": 0.9}
@@ -56,20 +58,6 @@ def torch_available():
 
 
 # --- the machine -------------------------------------------------------------------------------
-
-def gemm_rate(n=2048, repeats=3):
-    """NumPy's float32 matrix-multiply rate on n×n matrices (FLOP/s, best of `repeats`)."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
 
 def cpu_name():
     try:
@@ -187,7 +175,7 @@ def time_workload(workload, repeats, with_torch):
                 continue
             gc.collect()
             cpu_start = time.process_time()
-            times[library].append(_timed(step))
+            times[library].append(timed(step))
             cpu_times[library].append(time.process_time() - cpu_start)
     return times, cpu_times, check
 

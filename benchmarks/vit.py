@@ -13,11 +13,11 @@ import argparse
 import cProfile
 import pstats
 import statistics
-import time
 
 import numpy as np
 
 import minivlm as mv
+from benchmarks.timing import gemm_rate, timed
 import minivlm.functional as F
 from minivlm.models import ViT, ViTConfig
 from minivlm.optim import AdamW
@@ -38,20 +38,6 @@ def train_step_flops(config, batch):
     forward = (patches * C * P * P * D + config.num_hidden_layers * block
                + D * config.num_classes) * 2 * batch
     return 3 * forward
-
-
-def matmul_rate(n=2048, repeats=3):
-    """The machine's float32 GEMM rate (FLOP/s) through NumPy's BLAS."""
-    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
-    a @ a
-    best = min(_timed(lambda: a @ a) for _ in range(repeats))
-    return 2 * n ** 3 / best
-
-
-def _timed(fn):
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def minivlm_step(model, pixels, labels):
@@ -169,8 +155,8 @@ def main():
 
     times = {"minivlm": [], "torch": []}
     for _ in range(args.repeats):
-        times["minivlm"].append(_timed(ours))
-        times["torch"].append(_timed(theirs))
+        times["minivlm"].append(timed(ours))
+        times["torch"].append(timed(theirs))
 
     import torch
     flops = train_step_flops(config, args.batch)
@@ -180,7 +166,7 @@ def main():
           f"{config.num_classes} classes, AdamW, float32; median of {args.repeats}; "
           f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     print(f"first-step loss: minivlm {first_losses[0]:.6f}, torch {first_losses[1]:.6f}")
-    print(f"float32 matmul rate (NumPy BLAS): {matmul_rate() / 1e9:.1f} GFLOP/s")
+    print(f"float32 matmul rate (NumPy BLAS): {gemm_rate() / 1e9:.1f} GFLOP/s")
     medians = {name: statistics.median(t) for name, t in times.items()}
     for name, median in medians.items():
         print(f"{name:8s} {median * 1e3:8.1f} ms   {flops / median / 1e9:6.1f} GFLOP/s")

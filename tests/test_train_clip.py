@@ -15,7 +15,7 @@ from minivlm.models.clip import CLIPConfig, VisionConfig
 from minivlm.models.text import TextConfig
 from minivlm.tokenizers import CLIPTokenizer
 from minivlm.train_clip import (CAPTION_PREFIXES, CHECKPOINT, TrainConfig, caption, load_checkpoint,
-                                load_train_config, save_checkpoint, train, training_batch,
+                                load_train_config, train, training_batch,
                                 training_captions)
 
 TINY_MODEL = CLIPConfig(32, VisionConfig(image_resolution=16, layers=1, width=32, patch_size=8,

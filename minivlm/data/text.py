@@ -146,7 +146,7 @@ def arithmetic(rng):
 
 
 def word_problem(rng):
-    (name, pronoun), (singular, plural) = rng.choice(PEOPLE), rng.choice(THINGS)
+    (name, pronoun), (_, plural) = rng.choice(PEOPLE), rng.choice(THINGS)
     have, get = rng.randint(2, 20), rng.randint(1, 9)
     return (f"{name} has {number_word(have)} {plural} and gets {number_word(get)} more, "
             f"so {pronoun} has {number_word(have + get)} {plural}.")
