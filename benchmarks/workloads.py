@@ -97,10 +97,9 @@ def clip_text_macs(text, embed_dim, length):
 
 # --- step builders --------------------------------------------------------------------------------
 
-def _minivlm_training_step(model, loss_of, after_step=None):
-    """zero_grad, loss = loss_of(model), backward, AdamW step (then after_step(model))."""
-    optimizer = AdamW(model.parameters(), lr=LEARNING_RATE)
-
+def _training_step(model, optimizer, loss_of, after_step=None):
+    """zero_grad, loss = loss_of(model), backward, optimizer step (then after_step(model)), for
+    minivlm and torch alike."""
     def step():
         optimizer.zero_grad()
         loss = loss_of(model)
@@ -118,21 +117,6 @@ def _minivlm_inference_step(model, forward):
     def step():
         with mv.no_grad():
             return forward(model).numpy()
-    return step
-
-
-def _torch_training_step(model, loss_of, after_step=None):
-    import torch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
-
-    def step():
-        optimizer.zero_grad()
-        loss = loss_of(model)
-        loss.backward()
-        optimizer.step()
-        if after_step is not None:
-            after_step(model)
-        return loss.item()
     return step
 
 
@@ -194,14 +178,17 @@ def vit_training(config, batch, name="vit_train"):
     def ours(device):
         model = _seeded(lambda: ViT(config)).to(device)
         x, y = mv.tensor(pixels, device=device), mv.tensor(labels, device=device)
-        return _minivlm_training_step(model, lambda m: F.cross_entropy(m(x), y)), model
+        optimizer = AdamW(model.parameters(), lr=LEARNING_RATE)
+        return _training_step(model, optimizer, lambda m: F.cross_entropy(m(x), y)), model
 
     def theirs(device, weights_from):
         import torch
         source = weights_from if weights_from is not None else _seeded(lambda: ViT(config))
         model = vit_benchmark.torch_vit(config, source.state_dict()).to(device)
         x, y = _to_torch(pixels, device), _to_torch(labels, device)
-        return _torch_training_step(model, lambda m: torch.nn.functional.cross_entropy(m(x), y))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+        return _training_step(model, optimizer,
+                              lambda m: torch.nn.functional.cross_entropy(m(x), y))
 
     macs = vit_macs(config.image_size, config.patch_size, config.hidden_size,
                     config.num_hidden_layers, config.intermediate_size) \
@@ -223,8 +210,9 @@ def clip_training(config, batch, name="clip_train"):
     def ours(device):
         model = _seeded(lambda: CLIP(config)).to(device)
         x, t = mv.tensor(pixels, device=device), mv.tensor(ids, device=device)
-        step = _minivlm_training_step(model, lambda m: clip_loss(m(x, t)[0]),
-                                      lambda m: m.clamp_logit_scale_())
+        optimizer = AdamW(model.parameters(), lr=LEARNING_RATE)
+        step = _training_step(model, optimizer, lambda m: clip_loss(m(x, t)[0]),
+                              lambda m: m.clamp_logit_scale_())
         return step, model
 
     def theirs(device, weights_from):
@@ -236,7 +224,8 @@ def clip_training(config, batch, name="clip_train"):
         def clamp(m):
             with torch.no_grad():
                 m.logit_scale.clamp_(max=np.log(100))
-        return _torch_training_step(model, lambda m: torch_models.clip_loss(m(x, t)), clamp)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+        return _training_step(model, optimizer, lambda m: torch_models.clip_loss(m(x, t)), clamp)
 
     macs = clip_image_macs(config.vision, config.embed_dim) \
         + clip_text_macs(text, config.embed_dim, text.context_length) + batch * config.embed_dim

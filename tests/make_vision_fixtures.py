@@ -72,6 +72,20 @@ def assert_same_gradients(model, hf_model):
                      atol=1e-12)
 
 
+def assert_float32_matches_float64(reference, model, pixels, backend):
+    """model (a float32 copy of the float64 `reference`, on `backend`) gives the same logits and
+    parameter gradients within 1e-3 relative."""
+    import minivlm as mv
+    expected = reference(mv.tensor(pixels))
+    actual = model(mv.tensor(pixels.astype(np.float32), device=backend))
+    assert actual.device == backend and actual.dtype == np.float32
+    assert_close(actual, expected, rtol=1e-3, atol=1e-6)
+    expected.backward(mv.ones_like(expected))
+    actual.backward(mv.ones_like(actual))
+    for p32, p64 in zip(model.parameters(), reference.parameters()):
+        assert_close(p32.grad, p64.grad, rtol=1e-3, atol=1e-6)
+
+
 def tiny_vit(seed=0):
     from transformers import ViTConfig, ViTForImageClassification
     config = ViTConfig(image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=2,

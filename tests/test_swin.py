@@ -7,7 +7,8 @@ import pytest
 from hypothesis import assume, given, settings, strategies as st
 
 import minivlm as mv
-from make_vision_fixtures import assert_same_gradients, randomize_minivlm
+from make_vision_fixtures import (assert_float32_matches_float64, assert_same_gradients,
+                                  randomize_minivlm)
 from minivlm.models import SwinConfig, SwinTransformer, swin_t
 from minivlm.models.swin import (PatchMerging, relative_position_index, shift_mask,
                                  window_merge, window_partition)
@@ -86,17 +87,9 @@ def test_gradients_with_shifted_padded_windows_and_a_bias_table():
 @FEW
 @given(config=swin_configs(), seed=st.integers(0, 2**16))
 def test_float32_on_each_backend_matches_float64(backend, config, seed):
-    reference = random_swin(config, seed)
     model = random_swin(config, seed).to("float32").to(backend)
-    pixels = random_pixels(config, seed)
-    expected = reference(mv.tensor(pixels))
-    actual = model(mv.tensor(pixels.astype(np.float32), device=backend))
-    assert actual.device == backend and actual.dtype == np.float32
-    assert_close(actual, expected, rtol=1e-3, atol=1e-6)
-    expected.backward(mv.ones_like(expected))
-    actual.backward(mv.ones_like(actual))
-    for p32, p64 in zip(model.parameters(), reference.parameters()):
-        assert_close(p32.grad, p64.grad, rtol=1e-3, atol=1e-6)
+    assert_float32_matches_float64(random_swin(config, seed), model, random_pixels(config, seed),
+                                   backend)
 
 
 # --- tier 3: reference/swin.py ------------------------------------------------------------------

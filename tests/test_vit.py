@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
-from make_vision_fixtures import assert_same_gradients, randomize_minivlm
+from make_vision_fixtures import (assert_float32_matches_float64, assert_same_gradients,
+                                  randomize_minivlm)
 from minivlm.models import ViT, ViTConfig, vit_b16, vit_b32, vit_l16
 from minivlm.models.vit import ACTIVATIONS, PatchEmbedding, bicubic_matrix
 from minivlm.pretrained import load_pretrained, to_hf_state_dict
@@ -69,17 +70,9 @@ def test_gradient_through_the_interpolated_position_embedding():
 @FEW
 @given(config=vit_configs(), seed=st.integers(0, 2**16))
 def test_float32_on_each_backend_matches_float64(backend, config, seed):
-    reference = random_vit(config, seed)
     model = random_vit(config, seed).to("float32").to(backend)
-    pixels = random_pixels(config, seed)
-    expected = reference(mv.tensor(pixels))
-    actual = model(mv.tensor(pixels.astype(np.float32), device=backend))
-    assert actual.device == backend and actual.dtype == np.float32
-    assert_close(actual, expected, rtol=1e-3, atol=1e-6)
-    expected.backward(mv.ones_like(expected))
-    actual.backward(mv.ones_like(actual))
-    for (name, p32), p64 in zip(model.named_parameters(), reference.parameters()):
-        assert_close(p32.grad, p64.grad, rtol=1e-3, atol=1e-6)
+    assert_float32_matches_float64(random_vit(config, seed), model, random_pixels(config, seed),
+                                   backend)
 
 
 # --- tier 3: reference/vit.py and torch / transformers ------------------------------------------
