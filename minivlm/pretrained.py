@@ -127,18 +127,24 @@ def _inverse(table):
     return {target: source for source, target in table.items() if target is not None}
 
 
-def to_minivlm_state_dict(checkpoint, architecture):
-    """{Hugging Face name: array} -> ({minivlm name: array}, names with no entry in the table)."""
+def translate(checkpoint, rename_one):
+    """{name: array} -> ({rename_one(name): array}, the names rename_one raises KeyError for);
+    a name renamed to None is known and dropped."""
     state, unknown = {}, []
     for name, array in checkpoint.items():
         try:
-            target = rename(name, architecture.names)
+            target = rename_one(name)
         except KeyError:
             unknown.append(name)
             continue
         if target is not None:
             state[target] = array
     return state, unknown
+
+
+def to_minivlm_state_dict(checkpoint, architecture):
+    """{Hugging Face name: array} -> ({minivlm name: array}, names with no entry in the table)."""
+    return translate(checkpoint, lambda name: rename(name, architecture.names))
 
 
 def to_hf_state_dict(model, model_type):

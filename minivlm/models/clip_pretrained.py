@@ -153,16 +153,8 @@ def rename_leading(name, table):
 
 def from_openai(checkpoint):
     """OpenAI-named {name: array} -> ({minivlm name: array}, names with no entry in the table)."""
-    state, unknown = {}, []
-    for name, array in checkpoint.items():
-        try:
-            target = rename_leading(name, OPENAI_NAMES)
-        except KeyError:
-            unknown.append(name)
-            continue
-        if target is not None:
-            state[target] = array
-    return state, unknown
+    from ..pretrained import translate  # imported here: pretrained imports this module
+    return translate(checkpoint, lambda name: rename_leading(name, OPENAI_NAMES))
 
 
 def prepare_hf(checkpoint):
