@@ -20,7 +20,8 @@ import numpy as np
 import minivlm as mv
 import minivlm.functional as F
 from minivlm.models import ViT, SwinTransformer, swin_t, vit_b16
-from minivlm.models.clip import CLIP, CLIPConfig, TextConfig, VisionConfig, clip_config, clip_loss
+from minivlm.models.clip import (CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config,
+                                 clip_loss)
 from minivlm.models.clip import VisionTransformer
 from minivlm.models.text import TextTransformer
 from minivlm.optim import AdamW
@@ -238,9 +239,9 @@ def clip_training(config, batch, name="clip_train"):
 def small_clip_config():
     """Images 32, patch 4, width 128, 4 layers, 4 heads, MLP 512; text vocabulary 1000,
     32 positions, same widths; projection 64."""
-    return CLIPConfig(64, VisionConfig(image_resolution=32, layers=4, width=128, patch_size=4,
+    return CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=4, width=128, patch_size=4,
                                        heads=4, mlp_width=512),
-                      TextConfig(context_length=32, vocab_size=1000, width=128, layers=4, heads=4,
+                      CLIPTextConfig(context_length=32, vocab_size=1000, width=128, layers=4, heads=4,
                                  mlp_width=512))
 
 

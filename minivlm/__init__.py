@@ -4,6 +4,6 @@ from .autograd import (Function, Parameter, Tensor, arange, empty, full, is_grad
                        manual_seed, no_grad, ones, ones_like, rand, randint, randn, tensor, zeros,
                        zeros_like)
 
-from .pretrained import load_pretrained
+from .pretrained import load_pretrained, save_pretrained
 
 __version__ = "0.1.0"

@@ -1,37 +1,95 @@
-"""The command line: `python -m minivlm COMMAND --help`.
+"""The command line: `minivlm COMMAND --help` (or `python -m minivlm COMMAND --help`).
 
-Each command lives beside the code it drives, in a module with `add_arguments(parser)` and
-`run(args)`; this file only names them. Every command takes `--threads N`, the BLAS threads it
-may use (default 1): on the small matrices of these models OpenBLAS's threads cost more than they
-give (train-clip --steps 40 on 2 idle cores: 35 s with one thread, 78 s with two).
+Each command is a module of minivlm.recipes with `add_arguments(parser)` and `run(args)`; this
+file only names them and turns errors into one line on stderr,
+
+    minivlm COMMAND: error: <what was wrong and what to do>
+
+with exit status 2 for bad arguments and 1 for failures (MINIVLM_DEBUG=1 shows the traceback).
+Every command takes `--threads N`, the BLAS threads it may use (default 1): on the small
+matrices of these models OpenBLAS's threads cost more than they give (train-clip --steps 40 on
+2 idle cores: 35 s with one thread, 78 s with two).
 """
 import argparse
 import importlib
+import os
 import sys
 
-from threadpoolctl import threadpool_limits
-
 COMMANDS = {
-    "info": ("minivlm.info", "versions, backend, BLAS threads and GPU"),
-    "train-lm": ("minivlm.models.lm", "train a small causal or masked language model on the built-in corpus"),
-    "train-clip": ("minivlm.train_clip", "train a small CLIP from scratch on the built-in captioned shapes"),
-    "zero-shot": ("minivlm.zero_shot_cli", "classify images with a CLIP checkpoint and label names"),
-    "train-vision": ("minivlm.train_vision", "train a small ViT, Swin or ResNet classifier on the built-in shapes"),
+    "info": ("info", "versions, backend, BLAS threads and GPU"),
+    "train-lm": ("lm", "train a small causal or masked language model on the built-in corpus"),
+    "train-clip": ("clip", "train a small CLIP from scratch on the built-in captioned shapes"),
+    "zero-shot": ("zero_shot", "classify images with a CLIP checkpoint and label names"),
+    "train-vision": ("vision", "train a small ViT, Swin or ResNet classifier on the built-in "
+                               "shapes"),
 }
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m minivlm", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class CommandParser(argparse.ArgumentParser):
+    """argparse, with its errors on one line: `minivlm COMMAND: error: ...`, exit status 2."""
+
+    def error(self, message):
+        command = self.prog.split()[-1]
+        hint = f" (minivlm {command} --help lists the arguments)" if command in COMMANDS else ""
+        self.exit(2, f"minivlm {command}: error: {message}{hint}\n")
+
+
+def build_parser():
+    parser = CommandParser(prog="minivlm", description="Train, evaluate and use minivlm's "
+                           "models; `minivlm COMMAND --help` describes one command.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=CommandParser)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text)
-        sub.set_defaults(module_name=module_name)
-        sub.add_argument("--threads", type=int, default=1,
+        sub.add_argument("--threads", type=_threads, default=1,
                          help="BLAS threads for matrix products (default 1)")
-        importlib.import_module(module_name).add_arguments(sub)
-    args = parser.parse_args(argv)
-    with threadpool_limits(args.threads, user_api="blas"):
-        return importlib.import_module(args.module_name).run(args)
+        _recipe(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv=None):
+    """Run one command -> its exit status (0 success, 1 failure, 2 bad arguments)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:   # --help, or a bad argument (already printed)
+        return stop.code
+    from threadpoolctl import threadpool_limits
+
+    from .recipes.common import UsageError
+    try:
+        with threadpool_limits(args.threads, user_api="blas"):
+            return _recipe(COMMANDS[args.command][0]).run(args) or 0
+    except KeyboardInterrupt:
+        print(f"minivlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if os.environ.get("MINIVLM_DEBUG") == "1":
+            raise
+        print(f"minivlm {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 2 if isinstance(error, UsageError) else 1
+
+
+def _recipe(module_name):
+    return importlib.import_module(f"minivlm.recipes.{module_name}")
+
+
+def _threads(text):
+    threads = int(text)
+    if threads < 1:
+        raise ValueError(text)
+    return threads
+
+
+_threads.__name__ = "positive int"   # argparse: "invalid positive int value: '0'"
+
+
+def _one_line(error):
+    """The error's message on one line; for an unexpected kind, its type and where to look."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, OSError, RuntimeError)) \
+            or type(error).__module__.startswith("minivlm"):
+        return message
+    return f"{type(error).__name__}: {message} (an internal error: MINIVLM_DEBUG=1 shows where)"
 
 
 if __name__ == "__main__":

@@ -57,6 +57,11 @@ def load_images(paths, image_size=224):
     """Image files -> float32 (N, 3, image_size, image_size)."""
     pixels = []
     for path in paths:
-        with Image.open(path) as image:
-            pixels.append(preprocess(image, image_size))
+        try:
+            with Image.open(path) as image:
+                pixels.append(preprocess(image, image_size))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: no such image file") from None
+        except (OSError, SyntaxError, ValueError) as error:   # what Pillow raises for bad bytes
+            raise ValueError(f"{path}: not an image that Pillow can read ({error})") from None
     return np.stack(pixels)

@@ -16,7 +16,7 @@ from hypothesis.extra import numpy as hnp
 
 import minivlm as mv
 import minivlm.functional as F
-from minivlm.testing import arrays, broadcastable_shapes, distinct_arrays, finite_floats, shapes
+from strategies import arrays, broadcastable_shapes, distinct_arrays, finite_floats, shapes
 
 
 class OpCase(NamedTuple):

@@ -7,7 +7,7 @@ from hypothesis.extra import numpy as hnp
 
 import minivlm as mv
 import minivlm.functional as F
-from minivlm.testing import arrays, shapes
+from strategies import arrays, shapes
 
 
 # --- creation -------------------------------------------------------------------------------------

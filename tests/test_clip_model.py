@@ -13,9 +13,9 @@ from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
 from make_vision_fixtures import randomize_minivlm
-from minivlm.models.clip import (CLIP, CONFIGS, CLIPConfig, VisionConfig, clip_config,
+from minivlm.models.clip import (CLIP, CONFIGS, CLIPConfig, CLIPVisionConfig, clip_config,
                                  clip_loss)
-from minivlm.models.text import ResidualAttentionBlock, TextConfig
+from minivlm.models.text import ResidualAttentionBlock, CLIPTextConfig
 from minivlm.testing import assert_close, gradcheck
 from reference import clip as reference
 
@@ -28,11 +28,11 @@ def tiny_config(activation="quick_gelu", resnet=False, eos_token_id=None):
     """Two heads of width 4 everywhere; 8×8 images in 4×4 patches (or a ResNet of width 2 on
     32×32 images), a 5-token context over an 11-token vocabulary, 6-wide embeddings."""
     if resnet:
-        vision = VisionConfig(image_resolution=32, layers=(1, 1, 1, 1), width=2, heads=2)
+        vision = CLIPVisionConfig(image_resolution=32, layers=(1, 1, 1, 1), width=2, heads=2)
     else:
-        vision = VisionConfig(image_resolution=8, layers=1, width=8, patch_size=4, heads=2,
+        vision = CLIPVisionConfig(image_resolution=8, layers=1, width=8, patch_size=4, heads=2,
                               mlp_width=5, activation=activation)
-    text = TextConfig(context_length=5, vocab_size=11, width=8, layers=2, heads=2, mlp_width=7,
+    text = CLIPTextConfig(context_length=5, vocab_size=11, width=8, layers=2, heads=2, mlp_width=7,
                       activation=activation, eos_token_id=eos_token_id)
     return CLIPConfig(embed_dim=6, vision=vision, text=text)
 
@@ -202,7 +202,7 @@ def test_loss_and_gradients_match_transformers_clip_model():
     loss) and the gradient of every parameter (HF's q/k/v gradients stacked as in_proj)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    from minivlm.models.clip_pretrained import load_clip
+    from minivlm.pretrained import load_clip
     directory = FIXTURES / "clip_tiny"
     expected = np.load(directory / "expected.npz")
     pixels, ids = expected["pixels"], expected["input_ids"][:2]
@@ -265,9 +265,9 @@ def test_openai_initialisation():
     width, layers, vision_width = 64, 3, 96
     mv.manual_seed(0)
     model = CLIP(CLIPConfig(embed_dim=48,
-                            vision=VisionConfig(image_resolution=64, layers=1, width=vision_width,
+                            vision=CLIPVisionConfig(image_resolution=64, layers=1, width=vision_width,
                                                 patch_size=4, heads=2),
-                            text=TextConfig(vocab_size=1000, width=width, layers=layers, heads=2)))
+                            text=CLIPTextConfig(vocab_size=1000, width=width, layers=layers, heads=2)))
     params = dict(model.named_parameters())
     proj_std = width ** -0.5 * (2 * layers) ** -0.5
     expected_std = {"text.token_embedding.weight": 0.02, "text.positional_embedding": 0.01,
@@ -298,9 +298,9 @@ def test_openai_initialisation():
 def test_resnet_encoder_initialisation():
     """OpenAI's: the attention pool's projections N(0, 1/C), each block's last batch norm zero."""
     mv.manual_seed(0)
-    model = CLIP(CLIPConfig(embed_dim=32, vision=VisionConfig(image_resolution=64,
+    model = CLIP(CLIPConfig(embed_dim=32, vision=CLIPVisionConfig(image_resolution=64,
                                                               layers=(2, 1, 1, 1), width=4),
-                            text=TextConfig(width=16, heads=2, layers=1)))
+                            text=CLIPTextConfig(width=16, heads=2, layers=1)))
     pool = model.visual.attnpool
     for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):
         assert abs(proj.weight.numpy().std() * math.sqrt(128) - 1) < 0.05
@@ -399,10 +399,10 @@ def test_loss_needs_square_logits():
 
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="image_resolution=30 is not a multiple of patch_size 8"):
-        VisionConfig(image_resolution=30, patch_size=8)
+        CLIPVisionConfig(image_resolution=30, patch_size=8)
     with pytest.raises(ValueError, match="width=10 is not divisible by heads=3"):
-        TextConfig(width=10, heads=3)
+        CLIPTextConfig(width=10, heads=3)
     with pytest.raises(ValueError, match="unknown hidden_act 'swish'"):
-        TextConfig(activation="swish")
+        CLIPTextConfig(activation="swish")
     with pytest.raises(ValueError, match="unknown CLIP config 'ViT-H/14'; available: RN50, "):
         clip_config("ViT-H/14")

@@ -1,4 +1,4 @@
-"""minivlm.models.clip_pretrained, minivlm.preprocess and the zero-shot command, against
+"""minivlm.pretrained (CLIP), minivlm.preprocess and the zero-shot command, against
 transformers: the committed fixtures (made by make_clip_fixtures.py, always run), live
 CLIPModels on hypothesis-drawn configs, OpenAI-named checkpoints (names mapped in this file),
 CLIPImageProcessor, and the errors for checkpoints that do not fit."""
@@ -17,9 +17,10 @@ from make_clip_fixtures import hf_clip, hf_outputs
 from make_vision_fixtures import randomize_minivlm
 from minivlm import io
 from minivlm.__main__ import main
-from minivlm.models.clip import CLIP, CLIPConfig, VisionConfig
-from minivlm.models.clip_pretrained import load_clip, save_clip
-from minivlm.models.text import TextConfig
+from minivlm.models.clip import CLIP, CLIPConfig, CLIPVisionConfig
+from minivlm.pretrained import load_clip
+from minivlm.pretrained.clip import save_clip
+from minivlm.models.text import CLIPTextConfig
 from minivlm.preprocess import MEAN, STD, center_crop, preprocess
 from minivlm.pretrained import load_pretrained
 from minivlm.testing import assert_close
@@ -124,7 +125,7 @@ HF_TO_OPENAI = [  # (Hugging Face name part, OpenAI's), applied in this order
 
 def openai_name(hf_name):
     """A Hugging Face CLIPModel name -> OpenAI's (model.py), written independently of
-    clip_pretrained's tables."""
+    minivlm.pretrained.clip's tables."""
     for hf_part, openai_part in HF_TO_OPENAI:
         hf_name = hf_name.replace(hf_part, openai_part)
     return hf_name
@@ -148,9 +149,9 @@ def to_openai(hf_checkpoint):
 
 def fixture_config():
     """clip_tiny's hyperparameters, written out (its heads do not follow OpenAI's width // 64)."""
-    return CLIPConfig(16, VisionConfig(image_resolution=32, layers=2, width=40, patch_size=8,
+    return CLIPConfig(16, CLIPVisionConfig(image_resolution=32, layers=2, width=40, patch_size=8,
                                        heads=4),
-                      TextConfig(context_length=77, vocab_size=18, width=24, layers=2, heads=2))
+                      CLIPTextConfig(context_length=77, vocab_size=18, width=24, layers=2, heads=2))
 
 
 def test_openai_named_checkpoint_gives_transformers_outputs(tmp_path):
@@ -175,13 +176,13 @@ def test_save_clip_writes_openais_names_and_reads_back(tmp_path):
 
 
 @pytest.mark.parametrize("vision", [
-    VisionConfig(image_resolution=32, layers=2, width=64, patch_size=16, mlp_width=72),
-    VisionConfig(image_resolution=64, layers=(1, 2, 1, 1), width=2)])
+    CLIPVisionConfig(image_resolution=32, layers=2, width=64, patch_size=16, mlp_width=72),
+    CLIPVisionConfig(image_resolution=64, layers=(1, 2, 1, 1), width=2)])
 def test_config_is_inferred_from_openai_shapes(tmp_path, vision):
     """Without metadata, the config comes from the shapes (OpenAI's build_model): widths, layer
     and block counts, resolution, patch size, context, vocabulary, embed_dim; heads by OpenAI's
     rule, which these configs follow."""
-    config = CLIPConfig(48, vision, TextConfig(context_length=9, vocab_size=30, width=64,
+    config = CLIPConfig(48, vision, CLIPTextConfig(context_length=9, vocab_size=30, width=64,
                                                layers=3, heads=1, mlp_width=100))
     model = randomize_minivlm(CLIP(config), seed=0)
     save_clip(model, tmp_path / "with_metadata.safetensors")
@@ -327,9 +328,9 @@ def write_images(tmp_path):
 def test_zero_shot_prints_softmax_of_scaled_cosines(tmp_path):
     """Probabilities = softmax(exp(logit_scale)·cos) from reference/clip.py, fed our encoders'
     features of the preprocessed images and the tokenized captions."""
-    config = CLIPConfig(8, VisionConfig(image_resolution=32, layers=1, width=8, patch_size=16,
+    config = CLIPConfig(8, CLIPVisionConfig(image_resolution=32, layers=1, width=8, patch_size=16,
                                         heads=2),
-                        TextConfig(context_length=12, width=8, layers=1, heads=2))
+                        CLIPTextConfig(context_length=12, width=8, layers=1, heads=2))
     model = randomize_minivlm(CLIP(config).eval(), seed=3)
     save_clip(model, tmp_path / "clip.safetensors")
     images = write_images(tmp_path)

@@ -15,7 +15,8 @@ import minivlm as mv
 import minivlm.functional as F
 from minivlm import nn
 from minivlm.nn.conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, MaxPool2d
-from minivlm.testing import arrays, assert_close, distinct_arrays, finite_floats, gradcheck
+from minivlm.testing import assert_close, gradcheck
+from strategies import arrays, distinct_arrays, finite_floats
 from op_cases import OpCase, ours_params, torch_params
 
 

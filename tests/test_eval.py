@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 import scipy.special
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minivlm as mv
@@ -17,8 +17,8 @@ from minivlm.eval import (DEFAULT_TEMPLATES, IMAGENET_TEMPLATES, accuracy, confu
                           fit_linear_probe, fit_logistic_regression, top_k_accuracy,
                           zero_shot_classifier, zero_shot_logits)
 from minivlm.eval.linear_probe import FIRST_L2_EXPONENTS, logistic_regression_objective
-from minivlm.models.clip import CLIP, CLIPConfig, VisionConfig
-from minivlm.models.text import TextConfig
+from minivlm.models.clip import CLIP, CLIPConfig, CLIPVisionConfig
+from minivlm.models.text import CLIPTextConfig
 from minivlm.tokenizers import CLIPTokenizer
 from reference import clip as reference
 
@@ -53,10 +53,17 @@ def test_ensemble_prompts_is_a_renormalised_mean_of_unit_vectors(embeddings, sca
     expected = np.empty((classes, dim))
     for c in range(classes):
         total = sum(e / math.sqrt(sum(v * v for v in e)) for e in embeddings[c])
-        expected[c] = total / math.sqrt(sum(v * v for v in total))
+        norm = math.sqrt(sum(v * v for v in total))
+        assume(norm > 1e-6)     # prompts that cancel out: see the test below
+        expected[c] = total / norm
     result = ensemble_prompts(embeddings)
     np.testing.assert_allclose(result, expected, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(ensemble_prompts(scale * embeddings), result, rtol=1e-9, atol=1e-12)
+
+
+def test_prompts_that_cancel_out_give_a_zero_class_weight():
+    np.testing.assert_array_equal(ensemble_prompts(np.array([[[1.0], [-1.0]], [[2.0], [1.0]]])),
+                                  [[0.0], [1.0]])
 
 
 def test_ensemble_prompts_rejects_a_flat_array():
@@ -67,9 +74,9 @@ def test_ensemble_prompts_rejects_a_flat_array():
 @pytest.fixture(scope="module")
 def tiny_clip():
     mv.manual_seed(0)
-    return CLIP(CLIPConfig(16, VisionConfig(image_resolution=16, layers=1, width=32, patch_size=8,
+    return CLIP(CLIPConfig(16, CLIPVisionConfig(image_resolution=16, layers=1, width=32, patch_size=8,
                                             heads=2),
-                           TextConfig(context_length=16, width=32, layers=1, heads=2)))
+                           CLIPTextConfig(context_length=16, width=32, layers=1, heads=2)))
 
 
 def test_zero_shot_classifier_embeds_every_prompt_of_every_class(tiny_clip):

@@ -13,7 +13,8 @@ from hypothesis import given, strategies as st
 import minivlm as mv
 import minivlm.functional as F
 from minivlm import autograd
-from minivlm.testing import arrays, assert_close, finite_floats, shapes
+from minivlm.testing import assert_close
+from strategies import arrays, finite_floats, shapes
 from op_cases import CASES, ours_params
 
 RTOL = 1e-4

@@ -11,7 +11,8 @@ from hypothesis import given, strategies as st
 import minivlm as mv
 import minivlm.functional as F
 from minivlm.autograd import Function
-from minivlm.testing import arrays, finite_floats, gradcheck, shapes
+from minivlm.testing import gradcheck
+from strategies import arrays, finite_floats, shapes
 from op_cases import CASES, ours_params
 
 nonzero = finite_floats(min_magnitude=0.1)

@@ -1,5 +1,6 @@
 """The language models: against Hugging Face GPT-2 and RoBERTa, gradients, backends, causality,
 BERT masking statistics, sampling, checkpoints, training and the `train-lm` command."""
+import functools
 import json
 import math
 
@@ -13,9 +14,12 @@ from minivlm.__main__ import main
 from minivlm.data.text import corpus
 from minivlm.models.lm import (IGNORE_INDEX, CausalLM, LMConfig, MaskedLM,
                                SentenceClassificationHead, TokenClassificationHead, build_model,
-                               consecutive_windows, evaluate, fill_mask, generate,
-                               held_out_sentences, inputs_and_targets, lm_loss, load_checkpoint,
-                               mask_tokens, save_checkpoint, token_stream, train, window_length)
+                               fill_mask, generate, lm_loss, mask_tokens)
+from minivlm.recipes.common import METRICS_FILE, STATE_FILE, read_metrics
+from minivlm.recipes import lm as lm_recipe
+from minivlm.recipes.lm import (consecutive_windows, evaluate, held_out_sentences,
+                                inputs_and_targets, random_windows, token_stream, train,
+                                window_length)
 from minivlm.testing import assert_close, gradcheck
 from minivlm.tokenizers import BPETokenizer
 
@@ -345,16 +349,31 @@ def test_token_head_labels_each_position_from_its_own_hidden_state():
 # --- checkpoints, configuration ------------------------------------------------------------------
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
-def test_checkpoint_round_trip_gives_identical_logits(objective, tokenizer, tmp_path):
+def test_model_directory_round_trip_gives_identical_logits(objective, tokenizer, tmp_path):
     model = scramble(tiny_model(objective, vocab_size=tokenizer.vocab_size))
-    save_checkpoint(model, tokenizer, tmp_path / "run")
+    mv.save_pretrained(model, tmp_path / "run")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json"]
-    loaded, loaded_tokenizer = load_checkpoint(tmp_path / "run")
+        "config.json", "model.safetensors"]
+    loaded = mv.load_pretrained(tmp_path / "run")
     assert type(loaded) is type(model) and loaded.config == model.config
-    assert loaded_tokenizer.merges == tokenizer.merges
     ids = ordinary_ids(tokenizer, (2, 12))
     np.testing.assert_array_equal(loaded(ids).numpy(), model(ids).numpy())
+
+
+def test_transformers_reads_the_causal_lm_directory_as_gpt2(tokenizer, tmp_path):
+    """The causal LM's directory is a Hugging Face GPT-2 one: GPT2LMHeadModel.from_pretrained
+    reads it and gives the same logits; and a directory transformers wrote loads back."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = scramble(tiny_model("causal").double())
+    mv.save_pretrained(model.float(), tmp_path / "ours")
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
+    ids = ordinary_ids(tokenizer, (2, model.config.context_length))
+    with torch.no_grad():
+        expected = theirs(torch.tensor(ids)).logits.numpy()
+    assert_close(model(ids).numpy(), expected, rtol=1e-5)
+    theirs.save_pretrained(tmp_path / "theirs")
+    assert_close(mv.load_pretrained(tmp_path / "theirs")(ids).numpy(), expected, rtol=1e-5)
 
 
 def test_config_rejects_bad_values():
@@ -383,7 +402,8 @@ def test_training_brings_held_out_loss_under_a_bound(objective, bound):
     held_out = consecutive_windows(token_stream(held_out_sentences(sentences, seed=0), tokenizer),
                                    window_length(model.config))
     before = evaluate(model, held_out, tokenizer)
-    train(model, tokenizer, token_stream(sentences, tokenizer), steps=300, batch_size=16, lr=3e-3)
+    train(model, tokenizer, token_stream(sentences, tokenizer), steps=300, batch_size=16,
+          lr=3e-3)
     after = evaluate(model, held_out, tokenizer)
     print(f"{objective}: held-out loss {before:.3f} -> {after:.3f}")
     assert after < bound < before
@@ -396,16 +416,53 @@ def test_train_lm_command_trains_saves_and_reuses_the_tokenizer(objective, tmp_p
     out = tmp_path / "run"
     argv = ["train-lm", "--objective", objective, "--steps", "2", "--batch-size", "2",
             "--seq-len", "8", "--width", "16", "--layers", "1", "--heads", "2",
-            "--vocab-size", "300", "--sentences", "200", "--out", str(out)]
-    assert main(argv) == 0
+            "--vocab-size", "300", "--sentences", "200"]
+    assert main(argv + ["--out", str(out)]) == 0
     printed = capsys.readouterr()
     assert "tokenizer: trained on 200 sentences" in printed.out
-    assert "train 2/2 100%" in printed.err and "tok/s" in printed.err and "loss" in printed.err
+    assert "train-lm 2/2 100%" in printed.err and "tok/s" in printed.err and "loss" in printed.err
     assert "held-out" in printed.out and "perplexity" in printed.out
     assert ("samples" if objective == "causal" else "fill-mask") in printed.out
-    assert json.loads((out / "config.json").read_text())["objective"] == objective
-    model, _ = load_checkpoint(out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "tokenizer.json", STATE_FILE, METRICS_FILE,
+         "results.json", "loss.png"])
+    config_json = json.loads((out / "config.json").read_text())
+    assert config_json["model_type"] == ("gpt2" if objective == "causal" else "minivlm_masked_lm")
+    assert len(read_metrics(out)) == 2
+    model = mv.load_pretrained(out)
     assert isinstance(model, CausalLM if objective == "causal" else MaskedLM)
 
-    assert main(argv) == 0
+    assert main(argv + ["--out", str(out)]) == 2
+    assert "holds a run already: continue it with --resume" in capsys.readouterr().err
+    assert main(argv + ["--tokenizer", str(out / "tokenizer.json"),
+                        "--out", str(tmp_path / "again")]) == 0
     assert f"tokenizer: loaded {out / 'tokenizer.json'}" in capsys.readouterr().out
+    np.testing.assert_array_equal(mv.load_pretrained(tmp_path / "again")(np.ones((1, 8), int))
+                                  .numpy(), model(np.ones((1, 8), int)).numpy())
+
+
+def test_an_interrupted_train_lm_resumes_exactly(tmp_path, capsys, monkeypatch):
+    argv = ["train-lm", "--objective", "mlm", "--steps", "4", "--batch-size", "2",
+            "--seq-len", "8", "--width", "16", "--layers", "1", "--heads", "2",
+            "--vocab-size", "300", "--sentences", "200", "--out"]
+    assert main(argv + [str(tmp_path / "straight")]) == 0
+    calls = []
+
+    def interrupted_in_the_third_step(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return random_windows(*args)
+
+    monkeypatch.setattr(lm_recipe, "random_windows", interrupted_in_the_third_step)
+    monkeypatch.setattr(lm_recipe, "fit", functools.partial(lm_recipe.fit, save_every=2))
+    assert main(argv + [str(tmp_path / "resumed")]) == 130
+    monkeypatch.undo()
+    assert [m["step"] for m in read_metrics(tmp_path / "resumed")] == [1, 2]
+    assert main(["train-lm", "--resume", str(tmp_path / "resumed")]) == 0
+    assert "interrupted" in capsys.readouterr().err
+    straight, resumed = (mv.load_pretrained(tmp_path / d) for d in ("straight", "resumed"))
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name].numpy(), value.numpy(), name)
+    assert ([m["loss"] for m in read_metrics(tmp_path / "resumed")]
+            == [m["loss"] for m in read_metrics(tmp_path / "straight")])

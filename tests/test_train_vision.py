@@ -13,9 +13,12 @@ from minivlm.data.shapes import BACKGROUND, COLOURS
 from minivlm.models.resnet import ResNet
 from minivlm.models.swin import SwinTransformer
 from minivlm.models.vit import ViT
-from minivlm.train_vision import (DEFAULT_STEPS, MODELS, TARGETS, VisionConfig, build_model,
-                                  evaluate, held_out_set, load_checkpoint, predict,
-                                  save_checkpoint, train, training_batch)
+from minivlm.__main__ import build_parser
+from minivlm.recipes import vision
+from minivlm.recipes.common import METRICS_FILE, STATE_FILE, Run, read_metrics
+from minivlm.recipes.vision import (DEFAULT_STEPS, MODELS, TARGETS, ClassifierConfig,
+                                    build_model, evaluate, held_out_set, labels_config, predict,
+                                    train, training_batch)
 
 # Models small enough for a training run of a few seconds on two cores.
 TINY_OPTIONS = {
@@ -26,7 +29,7 @@ TINY_OPTIONS = {
 
 
 def tiny_model(name, target="shape", seed=0):
-    config = VisionConfig(name, target, options=TINY_OPTIONS[name])
+    config = ClassifierConfig(name, target, options=TINY_OPTIONS[name])
     mv.manual_seed(seed)
     return build_model(config), config
 
@@ -36,7 +39,7 @@ def tiny_model(name, target="shape", seed=0):
 @settings(max_examples=10)
 @given(seed=st.integers(0, 2**32 - 1), step=st.integers(0, 10**6))
 def test_training_batch_is_a_pure_function_of_seed_and_step(seed, step):
-    config = VisionConfig()
+    config = ClassifierConfig()
     images, labels = training_batch(config, 4, step, seed)
     again, again_labels = training_batch(config, 4, step, seed)
     np.testing.assert_array_equal(images, again)
@@ -50,9 +53,9 @@ def test_labels_follow_the_target():
     """Read each label off the pixels: the colour of the pixel that differs most from the
     background, the number of pixels a large shape covers beside a small one, and the third of
     the image, down and across, that holds the covered pixels' centre."""
-    labels = {target: training_batch(VisionConfig(target=target), 64, step=3, seed=5)[1]
+    labels = {target: training_batch(ClassifierConfig(target=target), 64, step=3, seed=5)[1]
               for target in ("colour", "size", "position")}
-    normalized = training_batch(VisionConfig(), 64, step=3, seed=5)[0]
+    normalized = training_batch(ClassifierConfig(), 64, step=3, seed=5)[0]
     assert normalized.dtype == np.float32 and normalized.min() >= -1 and normalized.max() <= 1
     images = normalized * 0.5 + 0.5         # back to [0, 1]
     palette = np.array(list(COLOURS.values()))
@@ -134,7 +137,7 @@ def test_short_run_of_a_tiny_model_beats_chance(name, steps, batch_size, bound):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_default_run_learns_the_shapes(name):
-    config = VisionConfig(name)
+    config = ClassifierConfig(name)
     mv.manual_seed(0)
     model = build_model(config)
     train(model, config, DEFAULT_STEPS[name], seed=0)
@@ -160,26 +163,28 @@ def test_training_is_deterministic_given_the_seed():
 
 @pytest.mark.parametrize("name, model_class", [("vit", ViT), ("swin", SwinTransformer),
                                                ("resnet", ResNet)])
-def test_checkpoint_round_trip_gives_identical_logits(name, model_class, tmp_path):
+def test_model_directory_round_trip_gives_identical_logits(name, model_class, tmp_path):
     model, config = tiny_model(name, target="position")
     train(model, config, steps=2, batch_size=4)            # moves batch norm's running stats too
     model.eval()
-    save_checkpoint(model, config, tmp_path)
-    loaded, loaded_config = load_checkpoint(tmp_path)
-    assert isinstance(loaded, model_class) and loaded_config == config
+    mv.save_pretrained(model, tmp_path, labels_config(config))
+    loaded = mv.load_pretrained(tmp_path)
+    assert isinstance(loaded, model_class)
     images = mv.tensor(held_out_set(config, 5)[0])
-    np.testing.assert_array_equal(loaded.eval()(images).numpy(), model(images).numpy())
+    np.testing.assert_array_equal(loaded(images).numpy(), model(images).numpy())
     assert model(images).shape == (5, 9)
+    id2label = json.loads((tmp_path / "config.json").read_text())["id2label"]
+    assert [id2label[str(i)] for i in range(9)] == list(TARGETS["position"])
 
 
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match=r"model must be one of \('vit', 'swin', 'resnet'\), got 'mlp'"):
-        VisionConfig("mlp")
+        ClassifierConfig("mlp")
     with pytest.raises(ValueError, match=r"target must be one of .*'position'\), got 'texture'"):
-        VisionConfig(target="texture")
+        ClassifierConfig(target="texture")
     with pytest.raises(ValueError, match=r"unknown swin option\(s\) \['hidden_size'\]"):
-        VisionConfig("swin", options={"hidden_size": 8})
-    options = VisionConfig("swin", options={"window_size": 2, "depths": [1, 1]}).options
+        ClassifierConfig("swin", options={"hidden_size": 8})
+    options = ClassifierConfig("swin", options={"window_size": 2, "depths": [1, 1]}).options
     assert options == {"patch_size": 4, "embed_dim": 48, "depths": (1, 1), "num_heads": (3, 6),
                        "window_size": 2}
 
@@ -187,7 +192,8 @@ def test_config_rejects_bad_values():
 # --- the command ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", MODELS)
-def test_command_trains_reports_and_saves_a_checkpoint_that_loads_back(name, tmp_path, capsys):
+def test_command_trains_reports_and_saves_a_model_directory_that_loads_back(name, tmp_path,
+                                                                             capsys):
     out = tmp_path / "run"
     argv = ["train-vision", "--model", name, "--steps", "2", "--batch-size", "4",
             "--held-out", "12", "--seed", "1", "--out", str(out)]
@@ -197,34 +203,76 @@ def test_command_trains_reports_and_saves_a_checkpoint_that_loads_back(name, tmp
     assert "held-out accuracy: " in printed.out and "(chance 16.7%)" in printed.out
     for shape in TARGETS["shape"]:
         assert f"\n  {shape} " in printed.out
-    assert json.loads((out / "config.json").read_text())["model"] == name
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["config.json", "model.safetensors", STATE_FILE, METRICS_FILE, "results.json",
+         "loss.png"])
+    config_json = json.loads((out / "config.json").read_text())
+    assert config_json["model_type"] == {"vit": "vit", "swin": "swin"}.get(name, "minivlm_resnet")
+    assert list(config_json["id2label"].values()) == list(TARGETS["shape"])
+    results = json.loads((out / "results.json").read_text())
+    assert results["held_out_images"] == 12 and set(results["per_class"]) == set(TARGETS["shape"])
 
-    # The same run in this process gives the model the checkpoint must hold.
-    config = VisionConfig(name)
+    # The same run in this process gives the model the directory must hold.
+    config = ClassifierConfig(name)
     mv.manual_seed(1)
     model = build_model(config)
     train(model, config, steps=2, batch_size=4, seed=1)
-    loaded, loaded_config = load_checkpoint(out)
-    assert loaded_config == config
     images = mv.tensor(held_out_set(config, 3)[0])
-    np.testing.assert_array_equal(loaded.eval()(images).numpy(), model.eval()(images).numpy())
+    np.testing.assert_array_equal(mv.load_pretrained(out)(images).numpy(),
+                                  model.eval()(images).numpy())
+
+
+def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path, capsys, monkeypatch):
+    argv = ["train-vision", "--model", "resnet", "--steps", "4", "--batch-size", "4",
+            "--held-out", "6", "--out"]
+    assert main(argv + [str(tmp_path / "straight")]) == 0
+
+    def interrupted_at_step_3(config, batch_size, step, seed):
+        if step == 3:
+            raise KeyboardInterrupt
+        return training_batch(config, batch_size, step, seed)
+
+    # the command's run, with a checkpoint every 2 steps, interrupted in its fourth step
+    settings = vision.settings_from_args(build_parser().parse_args(argv + [str(tmp_path)]))
+    config = ClassifierConfig(**settings["classifier"])
+    run = Run.start(tmp_path / "interrupted", vision.COMMAND, settings)
+    mv.manual_seed(0)
+    model = build_model(config)
+    monkeypatch.setattr(vision, "training_batch", interrupted_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        vision.train(model, config, 4, 4, seed=0, run=run, save_every=2)
+    monkeypatch.undo()
+    assert [m["step"] for m in read_metrics(tmp_path / "interrupted")] == [1, 2, 3]
+
+    assert main(["train-vision", "--resume", str(tmp_path / "interrupted"),
+                 "--held-out", "6"]) == 0
+    straight, resumed = (mv.load_pretrained(tmp_path / d) for d in ("straight", "interrupted"))
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name].numpy(), value.numpy(), name)
+    assert ([m["loss"] for m in read_metrics(tmp_path / "interrupted")]
+            == [m["loss"] for m in read_metrics(tmp_path / "straight")])
+    capsys.readouterr()
+    assert main(["train-vision", "--resume", str(tmp_path / "interrupted"), "--model",
+                 "vit"]) == 2
+    assert "--model (vit, resnet)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "mlp"], "argument --model: invalid choice: 'mlp' (choose from"),
     (["--target", "texture"], "argument --target: invalid choice: 'texture'"),
-    (["--steps", "0"], "argument --steps: must be > 0, got 0"),
-    (["--lr", "fast"], "argument --lr: invalid float value: 'fast'"),
+    (["--steps", "0"], "argument --steps: invalid positive int value: '0'"),
+    (["--lr", "fast"], "argument --lr: invalid positive float value: 'fast'"),
+    (["--lr", "inf"], "argument --lr: invalid positive float value: 'inf'"),
 ])
-def test_command_rejects_bad_arguments(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train-vision", *argv])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_command_rejects_bad_arguments_in_one_line(argv, message, capsys):
+    assert main(["train-vision", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minivlm train-vision: error: ") and message in err
+    assert err.count("\n") == 1
 
 
-def test_command_rejects_an_image_size_the_patches_do_not_tile(tmp_path):
-    with pytest.raises(SystemExit, match="train-vision: ViTConfig: image_size 30 is not a "
-                                         "multiple of patch_size 4"):
-        main(["train-vision", "--image-size", "30", "--out", str(tmp_path)])
+def test_command_rejects_an_image_size_the_patches_do_not_tile(tmp_path, capsys):
+    assert main(["train-vision", "--image-size", "30", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("minivlm train-vision: error: ViTConfig: image_size 30 is "
+                                       "not a multiple of patch_size 4\n")
     assert not any(tmp_path.iterdir())

@@ -14,7 +14,7 @@ gives the same logits as in the implementation that trained it).
 
 The image encoder is CLIP's Vision Transformer (below) or the ModifiedResNet (resnet.py); the
 text encoder is text.py's TextTransformer. Parameter names: `visual.*` as OpenAI's, `text.*` for
-the text encoder (OpenAI keeps those at the top level; clip_pretrained.py maps between them).
+the text encoder (OpenAI keeps those at the top level; minivlm.pretrained.clip maps between them).
 """
 import copy
 import dataclasses
@@ -26,14 +26,14 @@ from ..autograd import Parameter, Tensor, empty, full, tensor
 from ..backend import xp_of
 from ..nn.conv import Conv2d
 from .resnet import ModifiedResNet
-from .text import TextConfig, TextTransformer, Transformer
+from .text import CLIPTextConfig, CLIPTransformer, TextTransformer
 from .vit import activation as activation_class
 
 MAX_LOGIT_SCALE = math.log(100)
 
 
 @dataclasses.dataclass
-class VisionConfig:
+class CLIPVisionConfig:
     """The image encoder's hyperparameters; the defaults are those of OpenAI's ViT-B/32.
 
     layers: an int for the Vision Transformer, or four block counts for the ModifiedResNet (as
@@ -58,13 +58,13 @@ class VisionConfig:
         attention_width = 32 * self.width if self.is_resnet else self.width  # the pool's, or ViT's
         self.heads = self.heads or attention_width // 64
         if not self.heads or attention_width % self.heads:
-            raise ValueError(f"VisionConfig: attention width {attention_width} is not divisible "
+            raise ValueError(f"CLIPVisionConfig: attention width {attention_width} is not divisible "
                              f"by heads={self.heads}")
         if self.is_resnet and self.image_resolution % 32:
-            raise ValueError(f"VisionConfig: the ResNet's image_resolution must be a multiple of "
+            raise ValueError(f"CLIPVisionConfig: the ResNet's image_resolution must be a multiple of "
                              f"its stride 32, got {self.image_resolution}")
         if not self.is_resnet and self.image_resolution % self.patch_size:
-            raise ValueError(f"VisionConfig: image_resolution={self.image_resolution} is not a "
+            raise ValueError(f"CLIPVisionConfig: image_resolution={self.image_resolution} is not a "
                              f"multiple of patch_size {self.patch_size}")
         activation_class(self.activation)
 
@@ -78,23 +78,23 @@ class CLIPConfig:
     """embed_dim: the joint embedding's width; vision and text: the two encoders' configs (or
     dicts of their fields, as dataclasses.asdict writes them)."""
     embed_dim: int = 512
-    vision: VisionConfig = dataclasses.field(default_factory=VisionConfig)
-    text: TextConfig = dataclasses.field(default_factory=TextConfig)
+    vision: CLIPVisionConfig = dataclasses.field(default_factory=CLIPVisionConfig)
+    text: CLIPTextConfig = dataclasses.field(default_factory=CLIPTextConfig)
 
     def __post_init__(self):
         if isinstance(self.vision, dict):
-            self.vision = VisionConfig(**self.vision)
+            self.vision = CLIPVisionConfig(**self.vision)
         if isinstance(self.text, dict):
-            self.text = TextConfig(**self.text)
+            self.text = CLIPTextConfig(**self.text)
 
 
 def _openai_config(embed_dim, image_resolution, vision_layers, vision_width, vision_patch_size,
                    transformer_width):
     """A CLIPConfig from the arguments of OpenAI's CLIP(...): a 77-token context, the 49,408-token
     vocabulary, 12 text layers with width // 64 heads."""
-    vision = VisionConfig(image_resolution, vision_layers, vision_width, vision_patch_size)
+    vision = CLIPVisionConfig(image_resolution, vision_layers, vision_width, vision_patch_size)
     return CLIPConfig(embed_dim, vision,
-                      TextConfig(width=transformer_width, heads=transformer_width // 64))
+                      CLIPTextConfig(width=transformer_width, heads=transformer_width // 64))
 
 
 CONFIGS = {
@@ -108,9 +108,9 @@ CONFIGS = {
     "ViT-L/14": _openai_config(768, 224, 24, 1024, 14, 768),
     "ViT-L/14@336px": _openai_config(768, 336, 24, 1024, 14, 768),
     # trains in minutes on 32×32 images with short captions (minivlm.data.shapes)
-    "tiny": CLIPConfig(64, VisionConfig(image_resolution=32, layers=2, width=64, patch_size=8,
+    "tiny": CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=2, width=64, patch_size=8,
                                         heads=2),
-                       TextConfig(context_length=16, width=64, layers=2, heads=2)),
+                       CLIPTextConfig(context_length=16, width=64, layers=2, heads=2)),
 }
 
 
@@ -138,7 +138,7 @@ class VisionTransformer(nn.Module):
         self.class_embedding = _normal_parameter(width, std=width ** -0.5)
         self.positional_embedding = _normal_parameter(grid ** 2 + 1, width, std=width ** -0.5)
         self.ln_pre = nn.LayerNorm(width, eps=config.layer_norm_eps)
-        self.transformer = Transformer(width, config.layers, config.heads, config.mlp_width,
+        self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
                                        config.activation, config.layer_norm_eps)
         self.ln_post = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.proj = _normal_parameter(width, output_dim, std=width ** -0.5)
@@ -158,7 +158,7 @@ def _normal_parameter(*shape, std):
 
 
 def image_encoder(config, embed_dim):
-    """CLIP's image encoder for a VisionConfig: the ModifiedResNet or the VisionTransformer."""
+    """CLIP's image encoder for a CLIPVisionConfig: the ModifiedResNet or the VisionTransformer."""
     if config.is_resnet:
         return ModifiedResNet(config.layers, embed_dim, config.heads, config.image_resolution,
                               config.width)

@@ -24,24 +24,17 @@ GELU, a final layer norm, no output bias. The masked LM is RoBERTa's (RobertaFor
 norm on the embeddings, post-norm blocks with exact GELU, and the LM head dense -> GELU -> layer
 norm -> tied decoder + bias. Weights start as in GPT-2 and BERT: N(0, 0.02²), biases zero.
 
-`python -m minivlm train-lm --objective causal|mlm` trains either on the built-in corpus.
+`minivlm train-lm --objective causal|mlm` (minivlm.recipes.lm) trains either on the built-in
+corpus.
 """
-import contextlib
 import dataclasses
 import functools
-import json
-import math
-from pathlib import Path
 
-from .. import backend, io, nn
+from .. import backend, nn
 from .. import functional as F
-from ..autograd import Tensor, manual_seed, no_grad, zeros
-from ..data.text import corpus
+from ..autograd import Tensor, zeros
 from ..nn.positional import LearnedPositionalEmbedding
 from ..nn.transformer import TransformerBlock
-from ..optim import AdamW, clip_grad_norm_, cosine_schedule, decay_matrices_only
-from ..progress import progress
-from ..tokenizers import BPETokenizer
 
 IGNORE_INDEX = -100      # cross_entropy's ignore_index: targets that do not count
 OBJECTIVES = ("causal", "mlm")
@@ -214,32 +207,7 @@ def mask_tokens(ids, tokenizer, rng, p=0.15):
     return inputs, targets
 
 
-def inputs_and_targets(windows, objective, tokenizer, rng):
-    """A batch of token windows -> (inputs, targets) for the objective: the causal LM reads
-    windows[:, :-1] and predicts windows[:, 1:]; the masked LM reads masked windows."""
-    if objective == "causal":
-        return windows[:, :-1], windows[:, 1:]
-    return mask_tokens(windows, tokenizer, rng)
-
-
-def window_length(config):
-    """Tokens per training window: the context, plus one for the causal LM's last target."""
-    return config.context_length + (config.objective == "causal")
-
-
 # --- using a trained model --------------------------------------------------------------------
-
-@contextlib.contextmanager
-def inference(model):
-    """model.eval() and no_grad() inside the block; the model's training flag is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
 
 def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, eos_id=None):
     """Continue each prompt one sampled token at a time (the causal LM reads at most its
@@ -258,7 +226,7 @@ def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, eos
                          f"{tuple(ids.shape)}")
     xp = backend.xp_of(ids)
     rng, start = backend.rng(xp), ids.shape[1]
-    with inference(model):
+    with nn.evaluating(model):
         for _ in range(max_new_tokens):
             logits = model(ids[:, -model.config.context_length:]).data[:, -1] / temperature
             if top_k is not None:
@@ -283,203 +251,8 @@ def fill_mask(model, tokenizer, text):
     xp = backend.default_xp()
     ids = xp.asarray([tokenizer.bos_id, *tokenizer.encode(text.replace(" <mask>", "<mask>")),
                       tokenizer.eos_id])
-    with inference(model):
+    with nn.evaluating(model):
         logits = model(ids[None]).data[0]
     logits[:, list(tokenizer.special_tokens.values())] = -xp.inf
     filled = xp.where(ids == tokenizer.mask_id, logits.argmax(axis=-1), ids)
     return tokenizer.decode(backend.to_numpy(filled[1:-1]).tolist())
-
-
-# --- data -------------------------------------------------------------------------------------
-
-def token_stream(sentences, tokenizer):
-    """All sentences as one 1-D id array on the default backend: <s> s1 </s> <s> s2 </s> ..."""
-    ids = []
-    for sentence in sentences:
-        ids += [tokenizer.bos_id, *tokenizer.encode(sentence), tokenizer.eos_id]
-    return backend.default_xp().asarray(ids)
-
-
-def random_windows(stream, batch_size, length, rng):
-    """batch_size windows of `length` consecutive ids, from random offsets: (batch_size, length)."""
-    if len(stream) < length:
-        raise ValueError(f"the token stream ({len(stream)} ids) is shorter than one window "
-                         f"({length} ids)")
-    starts = rng.integers(0, len(stream) - length + 1, size=batch_size)
-    return stream[starts[:, None] + backend.xp_of(stream).arange(length)]
-
-
-def consecutive_windows(stream, length):
-    """The stream cut into non-overlapping windows, the incomplete last one dropped: (n, length)."""
-    n = len(stream) // length
-    return stream[:n * length].reshape(n, length)
-
-
-def evaluate(model, windows, tokenizer, batch_size=64, seed=0):
-    """Mean loss (nats per predicted token) over windows (n, window_length). The masked LM's
-    masks are drawn from a generator seeded with `seed`, so two evaluations compare."""
-    rng = backend.xp_of(windows).random.default_rng(seed)
-    total, count = 0.0, 0
-    with inference(model):
-        for i in range(0, len(windows), batch_size):
-            inputs, targets = inputs_and_targets(windows[i:i + batch_size], model.config.objective,
-                                                 tokenizer, rng)
-            total += lm_loss(model(inputs), targets, reduction="sum").item()
-            count += int((targets != IGNORE_INDEX).sum())
-    return total / count
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-def save_checkpoint(model, tokenizer, directory):
-    """Write model.safetensors, tokenizer.json and config.json into `directory` (each file
-    written to a temporary name, then renamed)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    io.save(model.state_dict(), directory / "model.safetensors")
-    tokenizer.save(directory / "tokenizer.json")
-    with io.atomic_write(directory / "config.json") as f:
-        f.write(json.dumps(dataclasses.asdict(model.config), indent=2).encode("utf-8"))
-
-
-def load_checkpoint(directory):
-    """(model, tokenizer) saved by `save_checkpoint`."""
-    directory = Path(directory)
-    config = LMConfig(**json.loads((directory / "config.json").read_text(encoding="utf-8")))
-    model = build_model(config)
-    model.load_state_dict(io.load(directory / "model.safetensors"))
-    return model, BPETokenizer.load(directory / "tokenizer.json")
-
-
-# --- the command: python -m minivlm train-lm ----------------------------------------------------
-
-# The masked LM learns from the 15 % of tokens it masks: it needs about twice the steps.
-DEFAULT_STEPS = {"causal": 800, "mlm": 1600}
-
-
-def add_arguments(parser):
-    parser.add_argument("--objective", choices=OBJECTIVES, default="causal",
-                        help="causal: predict the next token (GPT); mlm: fill in masked tokens "
-                             "(RoBERTa)")
-    defaults = ", ".join(f"{steps} {objective}" for objective, steps in DEFAULT_STEPS.items())
-    parser.add_argument("--steps", type=int, default=None,
-                        help=f"optimizer steps (default: {defaults})")
-    parser.add_argument("--batch-size", type=int, default=32, help="windows per step")
-    parser.add_argument("--seq-len", type=int, default=32, help="tokens per window (the context)")
-    parser.add_argument("--width", type=int, default=64, help="model width D")
-    parser.add_argument("--layers", type=int, default=2, help="Transformer blocks")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads")
-    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW)")
-    parser.add_argument("--vocab-size", type=int, default=1024,
-                        help="BPE vocabulary size when the tokenizer is trained")
-    parser.add_argument("--sentences", type=int, default=20000,
-                        help="training sentences drawn from the built-in corpus")
-    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature")
-    parser.add_argument("--top-k", type=int, default=20, help="sample among the k likeliest")
-    parser.add_argument("--out", default=None,
-                        help="checkpoint directory (default runs/lm-OBJECTIVE); a tokenizer.json "
-                             "already there is reused")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args):
-    manual_seed(args.seed)
-    out = Path(args.out or f"runs/lm-{args.objective}")
-    train_sentences = corpus(args.sentences, seed=args.seed)
-    held_out = held_out_sentences(train_sentences, seed=args.seed)
-    tokenizer = tokenizer_for(out, train_sentences, args.vocab_size)
-
-    config = LMConfig(args.objective, tokenizer.vocab_size, args.seq_len, args.width, args.layers,
-                      args.heads)
-    model = build_model(config)
-    print(f"{args.objective} LM: {model.num_parameters():,} parameters, {config}")
-    steps = DEFAULT_STEPS[args.objective] if args.steps is None else args.steps
-    train(model, tokenizer, token_stream(train_sentences, tokenizer), steps, args.batch_size,
-          args.lr)
-
-    windows = consecutive_windows(token_stream(held_out, tokenizer), window_length(config))
-    loss = evaluate(model, windows, tokenizer)
-    predicted = "next-token" if args.objective == "causal" else "masked-token"
-    print(f"held-out ({len(held_out)} sentences not seen in training): {predicted} loss "
-          f"{loss:.4f} nats, perplexity {math.exp(loss):.3f}")
-    save_checkpoint(model, tokenizer, out)
-    print(f"saved model.safetensors, tokenizer.json, config.json in {out}")
-    if args.objective == "causal":
-        show_samples(model, tokenizer, held_out[:5], args.temperature, args.top_k)
-    else:
-        show_filled_masks(model, tokenizer, held_out[:5])
-    return 0
-
-
-def held_out_sentences(train_sentences, seed, n=1000):
-    """Up to n sentences from another draw of the corpus that are not among train_sentences."""
-    seen = set(train_sentences)
-    return [s for s in corpus(n, seed=seed + 1) if s not in seen]
-
-
-def tokenizer_for(directory, sentences, vocab_size):
-    """The tokenizer saved in `directory`, or a new one trained on `sentences`."""
-    path = Path(directory) / "tokenizer.json"
-    if path.exists():
-        print(f"tokenizer: loaded {path}")
-        return BPETokenizer.load(path)
-    tokenizer = BPETokenizer.train(sentences, vocab_size)
-    print(f"tokenizer: trained on {len(sentences)} sentences, vocabulary {tokenizer.vocab_size}")
-    return tokenizer
-
-
-def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max_grad_norm=1.0):
-    """AdamW on random windows of `stream`: linear warm-up over the first 10 % of the steps, then
-    cosine decay to lr/10; weight decay on matrices only (nanoGPT); gradients clipped to norm 1."""
-    params = list(model.parameters())
-    optimizer = AdamW(decay_matrices_only(params), lr=lr, betas=(0.9, 0.95),
-                      weight_decay=weight_decay)
-    schedule = cosine_schedule(optimizer, warmup_steps=steps // 10, total_steps=steps,
-                               min_lr=lr / 10)
-    rng = backend.rng(backend.xp_of(stream))
-    length = window_length(model.config)
-    model.train()
-    bar = progress(range(steps), desc="train", unit="tok", scale=batch_size * length)
-    for _ in bar:
-        inputs, targets = inputs_and_targets(random_windows(stream, batch_size, length, rng),
-                                             model.config.objective, tokenizer, rng)
-        loss = lm_loss(model(inputs), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        bar.set(loss=loss.item())
-
-
-def show_samples(model, tokenizer, sentences, temperature, top_k):
-    """Print each sentence's first half and the model's sampled continuation."""
-    print(f"samples (temperature {temperature}, top-k {top_k}): prompt | continuation")
-    xp = backend.default_xp()
-    for sentence in sentences:
-        words = sentence.split()
-        prompt = " ".join(words[:max(1, len(words) // 2)])
-        prompt_ids = xp.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)]])
-        ids = generate(model, prompt_ids, max_new_tokens=30, temperature=temperature, top_k=top_k,
-                       eos_id=tokenizer.eos_id)
-        continuation = backend.to_numpy(ids[0, prompt_ids.shape[1]:]).tolist()
-        if tokenizer.eos_id in continuation:
-            continuation = continuation[:continuation.index(tokenizer.eos_id)]
-        print(f"  {prompt} |{tokenizer.decode(continuation)}")
-
-
-def show_filled_masks(model, tokenizer, sentences):
-    """Hide the last word of each sentence that is a single token behind <mask>; print the
-    model's guess beside the hidden word."""
-    print("fill-mask: masked sentence -> filled (hidden word)")
-    for sentence in sentences:
-        if len(tokenizer.encode(sentence)) + 2 > model.config.context_length:
-            continue                                        # with <s> and </s> it does not fit
-        words = sentence.split(" ")
-        bare = [word.rstrip(".?,") for word in words]
-        single = [i for i in range(1, len(words)) if len(tokenizer.encode(" " + bare[i])) == 1]
-        if not single:
-            continue
-        i = single[-1]
-        masked = " ".join(words[:i] + ["<mask>" + words[i][len(bare[i]):]] + words[i + 1:])
-        print(f"  {masked} -> {fill_mask(model, tokenizer, masked)} ({bare[i]})")

@@ -96,6 +96,8 @@ class ResNet(nn.Module):
     def __init__(self, block, layers, num_classes=1000, width=64, small_images=False,
                  in_channels=3):
         super().__init__()
+        self.config = dict(block=block.__name__, layers=list(layers), num_classes=num_classes,
+                           width=width, small_images=small_images, in_channels=in_channels)
         if small_images:
             self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
@@ -110,6 +112,15 @@ class ResNet(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+
+    @classmethod
+    def from_config(cls, config):
+        """The ResNet of `config`, the dict of its arguments that `.config` holds."""
+        blocks = {"BasicBlock": BasicBlock, "Bottleneck": Bottleneck}
+        if config.get("block") not in blocks:
+            raise ValueError(f"ResNet: block must be one of {sorted(blocks)}, got "
+                             f"{config.get('block')!r}")
+        return cls(blocks[config["block"]], **{k: v for k, v in config.items() if k != "block"})
 
     def forward_features(self, x):
         """The globally pooled features (N, 8·width·expansion) that fc classifies."""

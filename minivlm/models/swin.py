@@ -23,7 +23,7 @@ from .. import functional as F
 from .. import nn
 from ..autograd import Parameter, Tensor, empty
 from ..backend import xp_of
-from .vit import Attention, PatchEmbedding, _init_linears, activation
+from .vit import PatchEmbedding, ViTAttention, activation, init_linear_layers
 
 # nn.LayerNorm's default eps, which the patch-embedding and patch-merging norms keep whatever the
 # config says (as in Hugging Face's SwinModel).
@@ -113,7 +113,7 @@ def shift_mask(H, W, window, shift, xp, dtype):
     return xp.where(different, dtype.type(SHIFT_MASK_VALUE), dtype.type(0))
 
 
-class WindowAttention(Attention):
+class WindowAttention(ViTAttention):
     """Multi-head self-attention inside each window, plus a learned bias per head for each relative
     offset (Δrow, Δcol) of two tokens, from a ((2M−1)², heads) table.
     (B, windows, window², C) -> same."""
@@ -225,7 +225,7 @@ class SwinTransformer(nn.Module):
         self.norm = nn.LayerNorm(final_dim, eps=config.layer_norm_eps)
         self.head = nn.Linear(final_dim, config.num_classes) if config.num_classes \
             else nn.Identity()
-        _init_linears(self)
+        init_linear_layers(self)
 
     def forward_features(self, pixels):
         """(B, C, H, W) -> (B, tokens, channels) of the last stage after the final layer norm

@@ -5,7 +5,7 @@ The slide "Approach": a Transformer reads the caption's token ids; the feature a
 end-of-text token, projected, is the text embedding.
 
     ids = CLIPTokenizer()(["a photo of a cat."])          # (1, 77): sot, tokens, eot, zeros
-    encoder = TextTransformer(TextConfig(), embed_dim=512)
+    encoder = TextTransformer(CLIPTextConfig(), embed_dim=512)
     features = encoder(ids)                              # (1, 512), projected, not normalised
 
 Token embedding + learned positions, pre-norm Transformer blocks with a causal mask (no token
@@ -56,7 +56,7 @@ class ResidualAttentionBlock(nn.Module):
         return f"causal={self.causal}"
 
 
-class Transformer(nn.Module):
+class CLIPTransformer(nn.Module):
     """`layers` ResidualAttentionBlocks one after the other (batch first): (N, L, width) -> same."""
 
     def __init__(self, width, layers, heads, mlp_width=None, activation="quick_gelu",
@@ -72,7 +72,7 @@ class Transformer(nn.Module):
 
 
 @dataclasses.dataclass
-class TextConfig:
+class CLIPTextConfig:
     """The text encoder's hyperparameters; the defaults are those of OpenAI's ViT-B/32 CLIP.
 
     mlp_width: the hidden width of each block's MLP (None: 4·width, as OpenAI).
@@ -92,7 +92,7 @@ class TextConfig:
 
     def __post_init__(self):
         if self.heads < 1 or self.width % self.heads:
-            raise ValueError(f"TextConfig: width={self.width} is not divisible by "
+            raise ValueError(f"CLIPTextConfig: width={self.width} is not divisible by "
                              f"heads={self.heads}")
         activation_class(self.activation)
 
@@ -112,7 +112,7 @@ class TextTransformer(nn.Module):
         width = config.width
         self.token_embedding = nn.Embedding(config.vocab_size, width)
         self.positional_embedding = Parameter(empty(config.context_length, width))
-        self.transformer = Transformer(width, config.layers, config.heads, config.mlp_width,
+        self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
                                        config.activation, config.layer_norm_eps, causal=True)
         self.ln_final = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.text_projection = Parameter(empty(width, embed_dim))
@@ -139,7 +139,7 @@ class TextTransformer(nn.Module):
         return x[rows, self.end_of_text_positions(ids)] @ self.text_projection
 
     def end_of_text_positions(self, ids):
-        """(N,) the position of each sequence's end-of-text token (see TextConfig.eos_token_id)."""
+        """(N,) the position of each sequence's end-of-text token (see CLIPTextConfig.eos_token_id)."""
         if self.config.eos_token_id is None:
             return ids.argmax(axis=-1)
         is_eos = ids == self.config.eos_token_id

@@ -8,7 +8,8 @@ position, run pre-norm Transformer blocks, layer-norm, and classify from the cla
     features = model.forward_features(pixels)   # (B, 1 + N, D) = HF ViTModel's last_hidden_state
     logits = model(pixels)                      # (B, num_classes)
 
-`PatchEmbedding`, `Attention` and `activation` are shared with the Swin Transformer (swin.py).
+`PatchEmbedding`, `ViTAttention`, `activation` and `init_linear_layers` are shared with the Swin
+Transformer (swin.py).
 """
 import dataclasses
 import functools
@@ -73,7 +74,7 @@ def vit_l16(**overrides):
                         "intermediate_size": 4096, **overrides})
 
 
-def _init_linears(module, std=0.02):
+def init_linear_layers(module, std=0.02):
     """Weights of the Linear layers ~ truncated N(0, std²), biases 0 (as HF ViT and timm)."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
@@ -111,7 +112,7 @@ class PatchEmbedding(nn.Module):
         return f"{self.in_channels}, {self.dim}, patch_size={self.patch_size}"
 
 
-class Attention(nn.Module):
+class ViTAttention(nn.Module):
     """Multi-head self-attention over the tokens of x (..., N, D) -> (..., N, D).
 
     q, k, v project to D = heads × head_dim; each head attends with softmax(q kᵀ/√head_dim + mask);
@@ -120,7 +121,7 @@ class Attention(nn.Module):
     def __init__(self, dim, num_heads, qkv_bias=True):
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"Attention: dim {dim} is not divisible by num_heads {num_heads}")
+            raise ValueError(f"ViTAttention: dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.k = nn.Linear(dim, dim, bias=qkv_bias)
@@ -146,7 +147,7 @@ class Block(nn.Module):
         super().__init__()
         D, eps = config.hidden_size, config.layer_norm_eps
         self.norm1 = nn.LayerNorm(D, eps=eps)
-        self.attn = Attention(D, config.num_attention_heads, qkv_bias=config.qkv_bias)
+        self.attn = ViTAttention(D, config.num_attention_heads, qkv_bias=config.qkv_bias)
         self.norm2 = nn.LayerNorm(D, eps=eps)
         self.mlp = nn.MLP(D, config.intermediate_size, activation=activation(config.hidden_act))
 
@@ -191,7 +192,7 @@ class ViT(nn.Module):
         self.head = nn.Linear(D, config.num_classes) if config.num_classes else nn.Identity()
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        _init_linears(self)
+        init_linear_layers(self)
 
     def position_embedding(self, rows, cols, interpolate_pos_encoding=False):
         """(1, 1 + rows·cols, D): the learned embeddings, class token's first. For another grid

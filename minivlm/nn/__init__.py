@@ -1,7 +1,7 @@
 """Layers with learnable parameters, built on minivlm.functional (torch.nn names)."""
 from ..autograd import Parameter
 from . import init
-from .module import Identity, Module, ModuleList, Sequential
+from .module import Identity, Module, ModuleList, Sequential, evaluating
 from .layers import GELU, MLP, Dropout, Embedding, LayerNorm, Linear, QuickGELU, ReLU
 from .attention import (Attention, MaskedSelfAttention, MultiheadAttention, SelfAttention,
                         attention_memory, causal_mask)

@@ -9,7 +9,7 @@ import math
 from .. import autograd
 from .. import functional as F
 from . import init
-from .layers import _new_parameter
+from .layers import empty_parameter
 from .module import Module
 
 
@@ -34,9 +34,9 @@ class Conv2d(Module):
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
         self.padding, self.groups = _pair(padding), groups
-        self.weight = _new_parameter(out_channels, in_channels // groups, *self.kernel_size,
+        self.weight = empty_parameter(out_channels, in_channels // groups, *self.kernel_size,
                                      dtype=dtype, device=device)
-        self.bias = _new_parameter(out_channels, dtype=dtype, device=device) if bias else None
+        self.bias = empty_parameter(out_channels, dtype=dtype, device=device) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -69,8 +69,8 @@ class BatchNorm2d(Module):
         self.affine, self.track_running_stats = affine, track_running_stats
         self.weight = self.bias = None
         if affine:
-            self.weight = init.ones_(_new_parameter(num_features, dtype=dtype, device=device))
-            self.bias = init.zeros_(_new_parameter(num_features, dtype=dtype, device=device))
+            self.weight = init.ones_(empty_parameter(num_features, dtype=dtype, device=device))
+            self.bias = init.zeros_(empty_parameter(num_features, dtype=dtype, device=device))
         statistics = (None, None, None)
         if track_running_stats:
             statistics = (autograd.zeros(num_features, dtype=dtype or "float32", device=device),

@@ -12,7 +12,7 @@ from . import init
 from .module import Module
 
 
-def _new_parameter(*shape, dtype=None, device=None):
+def empty_parameter(*shape, dtype=None, device=None):
     """An uninitialised Parameter (float32 unless `dtype` says otherwise)."""
     return Parameter(autograd.empty(*shape, dtype=dtype or "float32", device=device))
 
@@ -25,8 +25,8 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.weight = _new_parameter(out_features, in_features, dtype=dtype, device=device)
-        self.bias = _new_parameter(out_features, dtype=dtype, device=device) if bias else None
+        self.weight = empty_parameter(out_features, in_features, dtype=dtype, device=device)
+        self.bias = empty_parameter(out_features, dtype=dtype, device=device) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -57,10 +57,10 @@ class LayerNorm(Module):
         self.elementwise_affine = elementwise_affine
         self.weight = self.bias = None
         if elementwise_affine:
-            self.weight = init.ones_(_new_parameter(*self.normalized_shape, dtype=dtype,
+            self.weight = init.ones_(empty_parameter(*self.normalized_shape, dtype=dtype,
                                                     device=device))
             if bias:
-                self.bias = init.zeros_(_new_parameter(*self.normalized_shape, dtype=dtype,
+                self.bias = init.zeros_(empty_parameter(*self.normalized_shape, dtype=dtype,
                                                        device=device))
 
     def forward(self, x):
@@ -83,7 +83,7 @@ class Embedding(Module):
                              f"{num_embeddings} rows")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
         self.padding_idx = None if padding_idx is None else padding_idx % num_embeddings
-        self.weight = _new_parameter(num_embeddings, embedding_dim, dtype=dtype, device=device)
+        self.weight = empty_parameter(num_embeddings, embedding_dim, dtype=dtype, device=device)
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -5,10 +5,11 @@ As in torch, a Module registers what is assigned to its attributes: a `Parameter
 (a running statistic, a fixed mask) to `_buffers`. Names are dotted paths ("blocks.0.fc1.weight")
 and `state_dict` / `load_state_dict` save and restore them.
 """
+import contextlib
 from collections import OrderedDict, namedtuple
 
 from .. import backend
-from ..autograd import Parameter, Tensor
+from ..autograd import Parameter, Tensor, no_grad
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
@@ -234,6 +235,19 @@ class Module:
             return f"{type(self).__name__}({extra})"
         lines = ([extra] if extra else []) + children
         return f"{type(self).__name__}(\n" + "".join(f"  {line}\n" for line in lines) + ")"
+
+
+@contextlib.contextmanager
+def evaluating(module):
+    """Inside the block `module` is in eval mode (dropout off, batch norm's running statistics)
+    and no graph is recorded; its training flag is restored after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with no_grad():
+            yield module
+    finally:
+        module.train(was_training)
 
 
 def _join(prefix, name):

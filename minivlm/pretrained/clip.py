@@ -1,12 +1,12 @@
-"""CLIP checkpoints into minivlm's CLIP, with NumPy only (no torch, never pickle).
+"""CLIP checkpoints: Hugging Face `clip` directories (CLIPModel) and OpenAI-named state dicts in
+safetensors, with NumPy only (no torch, never pickle).
 
-    model = load_clip("clip-vit-base-patch32")     # a Hugging Face directory: config.json and
-                                                   # model.safetensors (F32, F16 or BF16)
-    model = load_clip("ViT-B-32.safetensors")      # OpenAI's state dict names, in safetensors
+    model = load_openai("ViT-B-32.safetensors")    # OpenAI's state dict names, in safetensors
     save_clip(model, "my-clip.safetensors")        # OpenAI's names, the config in the metadata
+    model = load_pretrained("clip-vit-base-patch32")   # a Hugging Face directory (config.json,
+    save_pretrained(model, "my-clip")              # model.safetensors in F32, F16 or BF16)
 
-Hugging Face directories go through pretrained.load_pretrained, whose ARCHITECTURES["clip"] is
-made of config_from_hf, HF_NAMES and prepare_hf below.
+(minivlm.pretrained.load_clip reads either kind.)
 
 One name table per format, each mapping the checkpoint's names to minivlm's:
 
@@ -14,11 +14,13 @@ One name table per format, each mapping the checkpoint's names to minivlm's:
   (token_embedding, transformer.resblocks.*, ...), minivlm under `text.`; `visual.*` is the same.
   The config is the one save_clip stores in the file's metadata, or else comes from the
   tensors' shapes, as OpenAI's build_model infers it.
-- HF_NAMES, in pretrained.py's notation ({i} a layer number; a module's name stands for its
+- HF_NAMES, in names.py's notation ({i} a layer number; a module's name stands for its
   .weight and .bias). Two steps come first that a renaming cannot do (prepare_hf): each
   attention's q_proj, k_proj and v_proj are stacked into one in_proj, as torch's
   MultiheadAttention holds them, and the two projections are transposed (Hugging Face's
   Linear weight is (embed_dim, width); OpenAI's matrix, used as x @ proj, is (width, embed_dim)).
+  unprepare_hf undoes both for saving, so transformers' CLIPModel.from_pretrained reads what
+  minivlm writes.
 """
 import dataclasses
 import json
@@ -27,8 +29,9 @@ from pathlib import Path
 
 from .. import io
 from ..backend import xp_of
-from .clip import CLIP, CLIPConfig, VisionConfig
-from .text import TextConfig
+from ..models.clip import CLIP, CLIPConfig, CLIPVisionConfig
+from ..models.text import CLIPTextConfig
+from .names import Architecture, check_compatible, rename_leading, translate
 
 OPENAI_NAMES = {  # OpenAI's leading name -> minivlm's
     "visual": "visual",
@@ -77,6 +80,7 @@ HF_NAMES = {
 }
 HF_TRANSPOSED = ("text_projection.weight", "visual_projection.weight")
 _HF_QUERY = re.compile(r"(?P<attention>.+\.self_attn)\.q_proj\.(?P<leaf>weight|bias)")
+_HF_IN_PROJ = re.compile(r"(?P<attention>.+\.self_attn)\.in_proj\.(?P<leaf>weight|bias)")
 
 # Hugging Face's defaults (transformers' CLIPTextConfig / CLIPVisionConfig) for entries a
 # config.json leaves out
@@ -87,47 +91,25 @@ HF_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_la
                           num_attention_heads=12, num_channels=3, image_size=224, patch_size=32,
                           hidden_act="quick_gelu", layer_norm_eps=1e-5)
 HF_LEGACY_EOS_TOKEN_ID = 2  # transformers reads the feature at argmax(ids) for this value
+HF_LOGIT_SCALE_INIT = 2.6592  # ln(1/0.07), transformers' default; the weights hold the value
 CONFIG_METADATA_KEY = "minivlm_config"
 
 
 # --- loading and saving ------------------------------------------------------------------------
 
-def load_clip(path, dtype="float32", config=None):
-    """CLIP from a Hugging Face CLIP directory or an OpenAI-named .safetensors file, in eval
-    mode, its parameters in `dtype`. A checkpoint that does not fit raises one ValueError listing
-    the tensors with no name-table entry and every missing, unexpected and mis-shaped one.
-    config: for an OpenAI-named file, a CLIPConfig to use instead of the file's (e.g. when its
-    heads do not follow OpenAI's width // 64)."""
-    path = Path(path)
-    if path.is_dir():
-        return _load_hf(path, dtype)
-    if path.is_file():
-        return _load_openai(path, dtype, config)
-    raise FileNotFoundError(f"{path}: no such CLIP checkpoint (a Hugging Face directory or an "
-                            f"OpenAI-named .safetensors file)")
-
-
-def _load_hf(directory, dtype):
-    from .. import pretrained  # not at the top: pretrained.py imports this module for its registry
-    model_type = pretrained.read_config(directory).get("model_type")
-    if model_type != "clip":
-        raise ValueError(f"{directory}: expected a Hugging Face config with model_type 'clip', "
-                         f"got {model_type!r}")
-    return pretrained.load_pretrained(directory, dtype)
-
-
-def _load_openai(path, dtype, config):
+def load_openai(path, dtype="float32", config=None):
+    """CLIP from an OpenAI-named .safetensors file, in eval mode, its parameters in `dtype`.
+    config: a CLIPConfig to use instead of the file's (e.g. when its heads do not follow
+    OpenAI's width // 64). A file that does not fit raises one io.CheckpointError listing the
+    tensors with no name-table entry and every missing, unexpected and mis-shaped one."""
     checkpoint = io.load_safetensors(path)
     model = CLIP(config or config_from_openai(checkpoint, io.read_safetensors_metadata(path)))
     model.to(dtype)
-    state, unknown = from_openai(checkpoint)
-    problems = [f"tensors with no entry in the name table: {', '.join(unknown)}"] if unknown else []
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        problems.append(str(error))
-    if problems:
-        raise ValueError(f"{path} does not fit CLIP:\n  " + "\n  ".join(problems))
+    state, unknown = translate(checkpoint, lambda name: rename_leading(name, OPENAI_NAMES))
+    openai_names = {minivlm: openai for openai, minivlm in OPENAI_NAMES.items() if minivlm}
+    check_compatible(model, state, unknown, lambda name: rename_leading(name, openai_names),
+                     path)
+    model.load_state_dict(state)
     return model.eval()
 
 
@@ -141,21 +123,6 @@ def save_clip(model, path):
 
 
 # --- names -------------------------------------------------------------------------------------
-
-def rename_leading(name, table):
-    """`name` with its leading part translated by `table` ({source: target}); None where the
-    entry's target is None; KeyError when no entry matches (as pretrained.rename)."""
-    for source, target in table.items():
-        if name == source or name.startswith(source + "."):
-            return None if target is None else target + name[len(source):]
-    raise KeyError(name)
-
-
-def from_openai(checkpoint):
-    """OpenAI-named {name: array} -> ({minivlm name: array}, names with no entry in the table)."""
-    from ..pretrained import translate  # imported here: pretrained imports this module
-    return translate(checkpoint, lambda name: rename_leading(name, OPENAI_NAMES))
-
 
 def prepare_hf(checkpoint):
     """Stack each attention's q_proj, k_proj, v_proj (weights (E, E), biases (E,)) into in_proj
@@ -175,13 +142,27 @@ def prepare_hf(checkpoint):
     return prepared
 
 
+def unprepare_hf(checkpoint):
+    """The inverse of prepare_hf: each in_proj split into q_proj, k_proj, v_proj, the
+    projections transposed back."""
+    unprepared = {}
+    for name, array in checkpoint.items():
+        match = _HF_IN_PROJ.fullmatch(name)
+        if match:
+            for part, piece in zip("qkv", xp_of(array).split(array, 3)):
+                unprepared[f"{match['attention']}.{part}_proj.{match['leaf']}"] = piece
+        else:
+            unprepared[name] = array.T if name in HF_TRANSPOSED else array
+    return unprepared
+
+
 # --- configs -----------------------------------------------------------------------------------
 
-def config_from_hf(hf_config, checkpoint=None):
+def config_from_json(hf_config, checkpoint=None):
     """A CLIPConfig from a Hugging Face CLIP config.json (a dict). Entries it leaves out take
     transformers' defaults; text_config_dict / vision_config_dict override text_config /
-    vision_config, as in transformers. (`checkpoint` is unused: the signature of pretrained.py's
-    config_from_hf.)"""
+    vision_config, as in transformers. (`checkpoint` is unused: Architecture.config_from_json's
+    signature.)"""
     if hf_config.get("model_type") != "clip":
         raise ValueError(f"expected a Hugging Face config with model_type 'clip', got "
                          f"{hf_config.get('model_type')!r}")
@@ -195,19 +176,48 @@ def config_from_hf(hf_config, checkpoint=None):
     eos_token_id = text["eos_token_id"]
     return CLIPConfig(
         embed_dim=hf_config.get("projection_dim", 512),
-        vision=VisionConfig(image_resolution=vision["image_size"],
-                            layers=vision["num_hidden_layers"], width=vision["hidden_size"],
-                            patch_size=vision["patch_size"], heads=vision["num_attention_heads"],
-                            mlp_width=vision["intermediate_size"],
-                            activation=vision["hidden_act"],
-                            layer_norm_eps=vision["layer_norm_eps"]),
-        text=TextConfig(context_length=text["max_position_embeddings"],
-                        vocab_size=text["vocab_size"], width=text["hidden_size"],
-                        layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
-                        mlp_width=text["intermediate_size"], activation=text["hidden_act"],
-                        layer_norm_eps=text["layer_norm_eps"],
-                        eos_token_id=None if eos_token_id == HF_LEGACY_EOS_TOKEN_ID
-                        else eos_token_id))
+        vision=CLIPVisionConfig(image_resolution=vision["image_size"],
+                                layers=vision["num_hidden_layers"], width=vision["hidden_size"],
+                                patch_size=vision["patch_size"],
+                                heads=vision["num_attention_heads"],
+                                mlp_width=vision["intermediate_size"],
+                                activation=vision["hidden_act"],
+                                layer_norm_eps=vision["layer_norm_eps"]),
+        text=CLIPTextConfig(context_length=text["max_position_embeddings"],
+                            vocab_size=text["vocab_size"], width=text["hidden_size"],
+                            layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
+                            mlp_width=text["intermediate_size"], activation=text["hidden_act"],
+                            layer_norm_eps=text["layer_norm_eps"],
+                            eos_token_id=None if eos_token_id == HF_LEGACY_EOS_TOKEN_ID
+                            else eos_token_id))
+
+
+def config_to_json(model):
+    """The Hugging Face CLIPModel config.json of a CLIP with a Vision Transformer (Hugging Face's
+    CLIP has no ResNet image encoder: save those with save_clip)."""
+    config = model.config
+    vision, text = config.vision, config.text
+    if vision.is_resnet:
+        raise ValueError("a CLIP with a ModifiedResNet image encoder has no Hugging Face layout "
+                         "(transformers' CLIPModel holds a Vision Transformer); save it with "
+                         "minivlm.pretrained.clip.save_clip (OpenAI's names) instead")
+    eos_token_id = HF_LEGACY_EOS_TOKEN_ID if text.eos_token_id is None else text.eos_token_id
+    return {
+        "model_type": "clip", "architectures": ["CLIPModel"], "projection_dim": config.embed_dim,
+        "logit_scale_init_value": HF_LOGIT_SCALE_INIT,
+        "text_config": dict(
+            vocab_size=text.vocab_size, hidden_size=text.width,
+            intermediate_size=text.mlp_width or 4 * text.width, num_hidden_layers=text.layers,
+            num_attention_heads=text.heads, max_position_embeddings=text.context_length,
+            hidden_act=text.activation, layer_norm_eps=text.layer_norm_eps,
+            eos_token_id=eos_token_id, projection_dim=config.embed_dim),
+        "vision_config": dict(
+            hidden_size=vision.width, intermediate_size=vision.mlp_width or 4 * vision.width,
+            num_hidden_layers=vision.layers, num_attention_heads=vision.heads, num_channels=3,
+            image_size=vision.image_resolution, patch_size=vision.patch_size,
+            hidden_act=vision.activation, layer_norm_eps=vision.layer_norm_eps,
+            projection_dim=config.embed_dim),
+    }
 
 
 def config_from_openai(checkpoint, metadata=None):
@@ -218,7 +228,7 @@ def config_from_openai(checkpoint, metadata=None):
     if metadata and CONFIG_METADATA_KEY in metadata:
         return CLIPConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
     width = _shape(checkpoint, "ln_final.weight")[0]
-    text = TextConfig(context_length=_shape(checkpoint, "positional_embedding")[0],
+    text = CLIPTextConfig(context_length=_shape(checkpoint, "positional_embedding")[0],
                       vocab_size=_shape(checkpoint, "token_embedding.weight")[0],
                       width=width, layers=_count_blocks(checkpoint, "transformer.resblocks."),
                       heads=_openai_heads(width),
@@ -232,13 +242,13 @@ def _vision_from_openai(checkpoint):
         width, _, patch_size, _ = _shape(checkpoint, "visual.conv1.weight")
         grid = round((_shape(checkpoint, "visual.positional_embedding")[0] - 1) ** 0.5)
         mlp = _shape(checkpoint, "visual.transformer.resblocks.0.mlp.c_fc.weight")[0]
-        return VisionConfig(image_resolution=patch_size * grid,
+        return CLIPVisionConfig(image_resolution=patch_size * grid,
                             layers=_count_blocks(checkpoint, "visual.transformer.resblocks."),
                             width=width, patch_size=patch_size, heads=_openai_heads(width),
                             mlp_width=mlp)
     grid = round((_shape(checkpoint, "visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
     width = _shape(checkpoint, "visual.layer1.0.conv1.weight")[0]
-    return VisionConfig(image_resolution=32 * grid, patch_size=None,
+    return CLIPVisionConfig(image_resolution=32 * grid, patch_size=None,
                         layers=tuple(_count_blocks(checkpoint, f"visual.layer{stage}.")
                                      for stage in (1, 2, 3, 4)),
                         width=width, heads=_openai_heads(32 * width))
@@ -264,3 +274,8 @@ def _count_blocks(checkpoint, prefix):
     """How many numbered blocks (prefix + "0.", prefix + "1.", ...) the checkpoint holds."""
     return len({name[len(prefix):].split(".")[0] for name in checkpoint if name.startswith(prefix)})
 
+
+ARCHITECTURES = [
+    Architecture("clip", CLIP, config_from_json, config_to_json, names=HF_NAMES,
+                 prepare=prepare_hf, unprepare=unprepare_hf),
+]

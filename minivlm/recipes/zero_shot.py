@@ -1,24 +1,27 @@
-"""`python -m minivlm zero-shot`: classify images with a CLIP checkpoint and label names.
+"""`minivlm zero-shot`: classify images with a CLIP checkpoint and label names.
 
-    python -m minivlm zero-shot --model clip-vit-base-patch32 --image cat.jpg dog.jpg \\
+    minivlm zero-shot --model clip-vit-base-patch32 --image cat.jpg dog.jpg \\
         --labels "cat,dog,car" --template "a photo of a {}."
+    minivlm zero-shot --model runs/clip --image a.png --labels "red circle,blue square"
 
 The slide "Create dataset classifier from label text": each label becomes a caption from the
 template, each caption a text embedding; an image's label probabilities are the softmax of
 exp(logit_scale) times its cosine similarity with each caption (exp(logit_scale) = 100 for
-OpenAI's models). --model takes a Hugging Face CLIP directory or an OpenAI-named .safetensors
-file (see minivlm.models.clip_pretrained).
+OpenAI's models). --model takes a Hugging Face CLIP directory (train-clip's run directory is
+one) or an OpenAI-named .safetensors file (see minivlm.pretrained.clip).
 """
-from . import functional as F
-from .autograd import no_grad
-from .models.clip_pretrained import load_clip
-from .preprocess import load_images
-from .tokenizers import CLIPTokenizer
+from .. import functional as F
+from ..autograd import no_grad
+from ..pretrained import load_clip
+from ..preprocess import load_images
+from ..tokenizers import CLIPTokenizer
+from .common import UsageError
 
 
 def add_arguments(parser):
     parser.add_argument("--model", required=True,
-                        help="a Hugging Face CLIP directory or an OpenAI-named .safetensors file")
+                        help="a Hugging Face CLIP directory (train-clip's output is one) or an "
+                             "OpenAI-named .safetensors file")
     parser.add_argument("--image", required=True, nargs="+", help="image files to classify")
     parser.add_argument("--labels", required=True, help='comma-separated label names, "cat,dog"')
     parser.add_argument("--template", default="a photo of a {}.",
@@ -36,9 +39,9 @@ def label_probabilities(model, pixels, captions):
 def run(args):
     labels = [label.strip() for label in args.labels.split(",") if label.strip()]
     if not labels:
-        raise SystemExit(f"zero-shot: --labels {args.labels!r} names no label")
+        raise UsageError(f"--labels {args.labels!r} names no label")
     if "{}" not in args.template:
-        raise SystemExit(f"zero-shot: --template {args.template!r} has no {{}} for the label")
+        raise UsageError(f"--template {args.template!r} has no {{}} for the label")
     model = load_clip(args.model)
     pixels = load_images(args.image, model.config.vision.image_resolution)
     captions = [args.template.format(label) for label in labels]

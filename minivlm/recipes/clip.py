@@ -1,22 +1,23 @@
-"""`python -m minivlm train-clip`: train a small CLIP from scratch on the built-in captioned shapes,
-then evaluate it as the CLIP paper does (zero-shot, linear probe, few-shot) and draw the figures.
+"""`minivlm train-clip`: train a small CLIP from scratch on the built-in captioned shapes, then
+evaluate it as the CLIP paper does (zero-shot, linear probe, few-shot) and draw the figures.
 
 The slides' recipe on a toy world: each image shows one shape of one colour and size at one of
 nine places, captioned like "a small red circle in the top left". Some colour–shape pairs never
 appear in training (minivlm.data.shapes.split_pairs); zero-shot classification with prompts
 "a photo of a {colour} {shape}" then asks whether the model composes words it met separately.
 
-    python -m minivlm train-clip                           # about 6 minutes on 2 CPU cores
-    python -m minivlm train-clip --resume runs/clip        # continue an interrupted run
-
-(On a busy machine OpenBLAS threads that wait for a core can make each step several times
-slower; OPENBLAS_NUM_THREADS=1 python -m minivlm train-clip avoids that.)
+    minivlm train-clip                           # about 5 minutes on 2 CPU cores
+    minivlm train-clip --resume runs/clip        # continue an interrupted run
+    minivlm zero-shot --model runs/clip --image a.png --labels "red circle,blue square"
 
     config = TrainConfig(steps=200, batch_size=32)
-    model, losses = train(config, out="runs/tiny")         # checkpoint in runs/tiny
+    model, losses = train(config, out="runs/tiny")         # a run directory (recipes.common)
     results = evaluate(model, config)                      # zero-shot, linear probe, few-shot
     report(results, config)
-    write_figures("runs/tiny", model, config, losses, results)   # PNG figures
+    write_figures("runs/tiny", model, config)               # PNG figures
+
+The run directory is a Hugging Face CLIPModel directory (transformers' CLIPModel.from_pretrained
+reads it), with the resume state, metrics.jsonl, results.json and the figures beside it.
 
 Captions are tokenized by OpenAI's CLIPTokenizer, so the model reads the ids the real CLIP reads
 and any prompt tokenizes (unknown words fall back to byte pieces); a context of 16 tokens holds
@@ -26,36 +27,35 @@ web alt-text does: each drops its size word and its position phrase with probabi
 short prompts such as "a photo of a red circle" read like training text -- only the colour-shape
 pairing is new for a held-out pair.
 
-A checkpoint (checkpoint.safetensors) holds the weights, AdamW's moments and step counts, and
-the loss of every step so far; its metadata holds the TrainConfig. The training data is a pure
-function of (seed, step) -- step s draws its images and caption variations from a generator
-seeded with (seed, s) -- and CLIP draws no random numbers while training (it has no dropout), so
-the step count is the whole RNG and data position, and a run resumed from its last checkpoint
-gives the same losses, bit for bit, as one never interrupted.
+The training data is a pure function of (seed, step) -- step s draws its images and caption
+variations from a generator seeded with (seed, s) -- and CLIP draws no random numbers while
+training (it has no dropout), so a run resumed from its last checkpoint gives the same losses,
+bit for bit, as one never interrupted.
 """
 import dataclasses
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from . import io, plots
-from .autograd import manual_seed
-from .data.shapes import (COLOURS, POSITIONS, SHAPES, SIZES, colour_shape_pairs, make_shapes,
-                          split_pairs)
-from .eval import (IMAGENET_TEMPLATES, accuracy, confusion_matrix, encode_images, encode_texts,
-                   few_shot_accuracies, fit_linear_probe, l2_normalize, zero_shot_classifier,
-                   zero_shot_logits)
-from .models.clip import CLIP, CLIPConfig, clip_config, clip_loss
-from .optim import AdamW, clip_grad_norm_, cosine_schedule, decay_matrices_only
-from .progress import progress
-from .tokenizers import CLIPTokenizer
+from .. import plots
+from ..autograd import manual_seed
+from ..data.shapes import (COLOURS, POSITIONS, SHAPES, SIZES, colour_shape_pairs, make_shapes,
+                           split_pairs)
+from ..eval import (IMAGENET_TEMPLATES, accuracy, confusion_matrix, encode_images, encode_texts,
+                    few_shot_accuracies, fit_linear_probe, l2_normalize, zero_shot_classifier,
+                    zero_shot_logits)
+from ..models.clip import CLIP, CLIPConfig, clip_config, clip_loss
+from ..nn import evaluating
+from ..optim import cosine_schedule
+from ..pretrained import load_pretrained
+from ..tokenizers import CLIPTokenizer
+from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, positive,
+                     read_metrics, read_results, saved_settings, seeded_rng, write_results)
 
-CHECKPOINT = "checkpoint.safetensors"
+COMMAND = "train-clip"
 PROMPT = "a photo of a {}"             # the zero-shot prompt; {} is "red circle"
 CAPTION_PREFIXES = ("", "a photo of ", "a picture of ", "an image of ")
-TRAIN_STREAM, EVAL_STREAM = 0, 1       # spawn keys that keep training and evaluation data apart
 PROBE_TRAIN_PER_PAIR, PROBE_VAL_PER_PAIR, TEST_PER_PAIR = 32, 8, 50   # images per pair
 FIGURES = ("loss.png", "similarity.png", "confusion.png", "few_shot.png")
 
@@ -108,11 +108,6 @@ class TrainConfig:
 
 # --- data -------------------------------------------------------------------------------------
 
-def seeded_rng(seed, *key):
-    """A NumPy Generator for an independent stream: seed, spawn key `key` (SeedSequence)."""
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
-
-
 def caption(colour, shape, size=None, position=None):
     """'a [size ]colour shape[ in the position]': the dataset's caption, with parts left out."""
     words = ["a", size, colour, shape] + (["in the", position] if position else [])
@@ -158,124 +153,46 @@ def labelled_images(pairs, per_pair, image_size, rng):
 
 def make_optimizer(model, config):
     """AdamW as the CLIP paper (β₂ = 0.98, ε = 1e-6); weight decay on matrices only."""
-    return AdamW(decay_matrices_only(model.parameters()), lr=config.lr, betas=(0.9, 0.98),
-                 eps=1e-6, weight_decay=config.weight_decay)
-
-
-def train_step(model, optimizer, images, ids, max_grad_norm):
-    """One step of contrastive pre-training on matching (image, caption) pairs -> the loss."""
-    logits_per_image, _ = model(images, ids)
-    loss = clip_loss(logits_per_image)
-    optimizer.zero_grad()
-    loss.backward()
-    clip_grad_norm_(list(model.parameters()), max_grad_norm)
-    optimizer.step()
-    model.clamp_logit_scale_()
-    return loss.item()
+    return adamw(model, config.lr, config.weight_decay, betas=(0.9, 0.98), eps=1e-6)
 
 
 def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
     """Train a CLIP on captioned shapes, or resume a run -> (model, losses of every step).
 
-    out: directory for checkpoint.safetensors, written every `save_every` steps and at the end
-    (None: no checkpoint). resume: a checkpoint file (or a directory holding one) to continue
-    from, with the TrainConfig saved in it (`config`, when given, must equal it). stop_at: end
-    this call after that many steps in all, as an interruption would, with a checkpoint there."""
+    out: the run directory, written every `save_every` steps and at the end (None: nothing is
+    written). resume: a run directory to continue, with the TrainConfig saved in it (`config`,
+    when given, must equal it). stop_at: end this call after that many steps in all, as an
+    interruption would, with a checkpoint there."""
     if resume is not None:
-        saved, model, optimizer, losses = load_checkpoint(resume)
+        run = Run.resume(resume, COMMAND)
+        saved = TrainConfig(**run.settings)
         if config is not None and config != saved:
-            raise ValueError(f"train: the checkpoint {resume} was saved with {saved}, which "
-                             f"differs from the config given, {config}")
-        config = saved
+            raise ValueError(f"train: the run {resume} was saved with {saved}, which differs "
+                             f"from the config given, {config}")
+        config, model = saved, load_pretrained(resume)
     else:
         config = config or TrainConfig()
+        run = Run.start(out, COMMAND, dataclasses.asdict(config))
         manual_seed(config.seed)
-        model, losses = CLIP(config.model), []
-        optimizer = make_optimizer(model, config)
+        model = CLIP(config.model)
+    optimizer = make_optimizer(model, config)
+    run.restore(optimizer)
     schedule = cosine_schedule(optimizer, min(config.warmup_steps, config.steps), config.steps)
-    schedule.load_state_dict({"last_epoch": len(losses), "base_lrs": schedule.base_lrs})
+    schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
     seen, _ = config.pairs()
     tokenizer = CLIPTokenizer()
-    stop = config.steps if stop_at is None else min(stop_at, config.steps)
-    model.train()
-    bar = progress(range(len(losses), stop), desc="train-clip", unit="img", scale=config.batch_size)
-    for step in bar:
+
+    def loss_of_step(step):
+        """The contrastive loss of step `step`'s matching (image, caption) pairs."""
         images, ids = training_batch(config, step, seen, tokenizer)
-        losses.append(train_step(model, optimizer, images, ids, config.max_grad_norm))
-        schedule.step()
-        bar.set(loss=losses[-1])
-        if out is not None and (len(losses) % save_every == 0 or len(losses) == stop):
-            save_checkpoint(Path(out) / CHECKPOINT, config, model, optimizer, losses)
+        logits_per_image, _ = model(images, ids)
+        return clip_loss(logits_per_image)
+
+    stop = config.steps if stop_at is None else min(stop_at, config.steps)
+    losses = fit(model, optimizer, schedule, loss_of_step, run, stop, config.seed,
+                 config.max_grad_norm, after_update=model.clamp_logit_scale_,
+                 save_every=save_every, unit="img", scale=config.batch_size)
     return model, losses
-
-
-# --- checkpoints ------------------------------------------------------------------------------
-
-def save_checkpoint(path, config, model, optimizer, losses):
-    """One safetensors file: model.* weights, optimizer.{i}.{step,exp_avg,exp_avg_sq} for the
-    i-th parameter, the losses so far; the TrainConfig and param groups as JSON metadata."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
-    state = optimizer.state_dict()
-    for index, values in state["state"].items():
-        tensors.update({f"optimizer.{index}.{name}": np.asarray(value)
-                        for name, value in values.items()})
-    tensors["losses"] = np.asarray(losses, np.float32)
-    metadata = {"format": "minivlm train-clip",
-                "train_config": json.dumps(dataclasses.asdict(config)),
-                "param_groups": json.dumps(state["param_groups"])}
-    io.save_safetensors(tensors, path, metadata)
-
-
-def _checkpoint_file(path):
-    path = Path(path)
-    return path / CHECKPOINT if path.is_dir() else path
-
-
-def _metadata(path):
-    """The metadata of a train-clip checkpoint file; CheckpointError for any other file."""
-    metadata = io.read_safetensors_metadata(path)
-    if not {"format", "train_config", "param_groups"} <= metadata.keys() \
-            or metadata["format"] != "minivlm train-clip":
-        raise io.CheckpointError(path, "not a train-clip checkpoint (its metadata lacks format "
-                                       "'minivlm train-clip', train_config or param_groups)")
-    return metadata
-
-
-def load_train_config(path):
-    """The TrainConfig saved in a train-clip checkpoint (file or directory); reads no tensor."""
-    return TrainConfig(**json.loads(_metadata(_checkpoint_file(path))["train_config"]))
-
-
-def load_checkpoint(path):
-    """(config, model, optimizer, losses) from a train-clip checkpoint file or its directory.
-    A file that lacks, or has extra, tensors raises io.CheckpointError naming them."""
-    path = _checkpoint_file(path)
-    metadata = _metadata(path)
-    config = TrainConfig(**json.loads(metadata["train_config"]))
-    tensors = io.load_safetensors(path)
-    model = CLIP(config.model)
-    optimizer = make_optimizer(model, config)
-    steps_done = len(tensors.get("losses", ()))
-    expected = {f"model.{name}" for name in model.state_dict()} | {"losses"}
-    if steps_done:
-        expected |= {f"optimizer.{index}.{name}" for index in range(len(list(model.parameters())))
-                     for name in ("step", "exp_avg", "exp_avg_sq")}
-    missing, unexpected = sorted(expected - tensors.keys()), sorted(tensors.keys() - expected)
-    if missing or unexpected:
-        raise io.CheckpointError(path, f"does not match the model and optimizer of its "
-                                       f"train_config: missing keys {missing}, unexpected keys "
-                                       f"{unexpected}")
-    model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
-                           if name.startswith("model.")})
-    state = {}
-    for name, value in tensors.items():
-        if name.startswith("optimizer."):
-            _, index, key = name.split(".")
-            state.setdefault(int(index), {})[key] = int(value) if key == "step" else value
-    param_groups = json.loads(metadata["param_groups"])
-    optimizer.load_state_dict({"state": state, "param_groups": param_groups})
-    return config, model, optimizer, [float(loss) for loss in tensors["losses"]]
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -292,37 +209,39 @@ def evaluate(model, config):
     among the held-out pairs only; zero-shot top-1 with the 80 ImageNet templates ensembled; the
     linear probe and k-shot probes (k = 1 ... 16) over all pairs, on L2-normalised image
     embeddings; the zero-shot confusion counts over all pairs."""
-    model.eval()
-    all_pairs = colour_shape_pairs()
-    held_out = np.array([all_pairs.index(pair) for pair in config.pairs()[1]])
-    rng = seeded_rng(config.seed, EVAL_STREAM)
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
-        labelled_images(all_pairs, n, config.image_size, rng)
-        for n in (PROBE_TRAIN_PER_PAIR, PROBE_VAL_PER_PAIR, TEST_PER_PAIR))
-    train_x, val_x, test_x = (l2_normalize(encode_images(model, images))
-                              for images in (train_x, val_x, test_x))
-    is_held_out = np.isin(test_y, held_out)
+    with evaluating(model):
+        all_pairs = colour_shape_pairs()
+        held_out = np.array([all_pairs.index(pair) for pair in config.pairs()[1]])
+        rng = seeded_rng(config.seed, EVAL_STREAM)
+        (train_x, train_y), (val_x, val_y), (test_x, test_y) = (
+            labelled_images(all_pairs, n, config.image_size, rng)
+            for n in (PROBE_TRAIN_PER_PAIR, PROBE_VAL_PER_PAIR, TEST_PER_PAIR))
+        train_x, val_x, test_x = (l2_normalize(encode_images(model, images))
+                                  for images in (train_x, val_x, test_x))
+        is_held_out = np.isin(test_y, held_out)
 
-    def zero_shot(templates):
-        classifier = zero_shot_classifier(model, CLIPTokenizer(), pair_names(all_pairs), templates)
-        return zero_shot_logits(test_x, classifier)
+        def zero_shot(templates):
+            classifier = zero_shot_classifier(model, CLIPTokenizer(), pair_names(all_pairs),
+                                              templates)
+            return zero_shot_logits(test_x, classifier)
 
-    logits, ensembled = zero_shot((PROMPT,)), zero_shot(IMAGENET_TEMPLATES)
-    probe = fit_linear_probe(train_x, train_y, val_x, val_y, len(all_pairs))
-    return {
-        "zero_shot_seen": accuracy(logits[~is_held_out], test_y[~is_held_out], (1, 5)),
-        "zero_shot_held_out": accuracy(logits[is_held_out], test_y[is_held_out], (1, 5)),
-        "zero_shot_held_out_among_held_out": accuracy(
-            logits[is_held_out][:, held_out], np.searchsorted(held_out, test_y[is_held_out]))[0],
-        "zero_shot_all": accuracy(logits, test_y)[0],
-        "ensemble_seen": accuracy(ensembled[~is_held_out], test_y[~is_held_out])[0],
-        "ensemble_held_out": accuracy(ensembled[is_held_out], test_y[is_held_out])[0],
-        "confusion": confusion_matrix(test_y, logits.argmax(axis=1), len(all_pairs)),
-        "linear_probe": probe.score(test_x, test_y),
-        "linear_probe_l2": probe.l2,
-        "few_shot": few_shot_accuracies(train_x, train_y, val_x, val_y, test_x, test_y,
-                                        num_classes=len(all_pairs), seed=config.seed),
-    }
+        logits, ensembled = zero_shot((PROMPT,)), zero_shot(IMAGENET_TEMPLATES)
+        probe = fit_linear_probe(train_x, train_y, val_x, val_y, len(all_pairs))
+        return {
+            "zero_shot_seen": accuracy(logits[~is_held_out], test_y[~is_held_out], (1, 5)),
+            "zero_shot_held_out": accuracy(logits[is_held_out], test_y[is_held_out], (1, 5)),
+            "zero_shot_held_out_among_held_out": accuracy(
+                logits[is_held_out][:, held_out],
+                np.searchsorted(held_out, test_y[is_held_out]))[0],
+            "zero_shot_all": accuracy(logits, test_y)[0],
+            "ensemble_seen": accuracy(ensembled[~is_held_out], test_y[~is_held_out])[0],
+            "ensemble_held_out": accuracy(ensembled[is_held_out], test_y[is_held_out])[0],
+            "confusion": confusion_matrix(test_y, logits.argmax(axis=1), len(all_pairs)),
+            "linear_probe": probe.score(test_x, test_y),
+            "linear_probe_l2": probe.l2,
+            "few_shot": few_shot_accuracies(train_x, train_y, val_x, val_y, test_x, test_y,
+                                            num_classes=len(all_pairs), seed=config.seed),
+        }
 
 
 def report(results, config):
@@ -349,13 +268,14 @@ def report(results, config):
     print(f"few-shot linear probes (k examples per pair): {shots}")
 
 
-def write_figures(out, model, config, losses, results):
-    """loss.png, similarity.png, confusion.png and few_shot.png in directory `out`."""
+def write_figures(out, model, config):
+    """loss.png, similarity.png, confusion.png and few_shot.png in the run directory `out`,
+    from its metrics.jsonl and results.json (and the model, for the similarities)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     all_pairs = colour_shape_pairs()
     seen, held_out = config.pairs()
-    plots.plot_loss(losses, out / "loss.png")
+    plots.plot_loss([m["loss"] for m in read_metrics(out)], out / "loss.png")
+    results = read_results(out)
 
     shown = held_out[:4] + seen[:8 - min(4, len(held_out))]
     images, _ = labelled_images(shown, 1, config.image_size,
@@ -371,31 +291,32 @@ def write_figures(out, model, config, losses, results):
 
     names = [name + (" *" if pair in held_out else "")
              for name, pair in zip(pair_names(all_pairs), all_pairs)]
-    plots.plot_confusion(results["confusion"], names, out / "confusion.png",
+    plots.plot_confusion(np.asarray(results["confusion"]), names, out / "confusion.png",
                          title="zero-shot confusion matrix (* = held out of training)")
-    plots.plot_few_shot(results["few_shot"], out / "few_shot.png",
+    few_shot = {int(k): accuracy for k, accuracy in results["few_shot"].items()}
+    plots.plot_few_shot(few_shot, out / "few_shot.png",
                         zero_shot=results["zero_shot_all"], linear_probe=results["linear_probe"])
 
 
-# --- the command: python -m minivlm train-clip ---------------------------------------------------
+# --- the command: minivlm train-clip --------------------------------------------------------------
 
 def add_arguments(parser):
     default = TrainConfig()
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive(int), default=None,
                         help=f"optimizer steps (default {default.steps})")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--batch-size", type=positive(int), default=None,
                         help=f"image-caption pairs per step (default {default.batch_size})")
-    parser.add_argument("--image-size", type=int, default=None,
+    parser.add_argument("--image-size", type=positive(int), default=None,
                         help=f"image side in pixels, a multiple of the patch size "
                              f"{default.model.vision.patch_size} (default {default.image_size})")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seed of the weights, the data and the held-out pairs "
                              f"(default {default.seed})")
-    parser.add_argument("--out", default="runs/clip",
-                        help="directory for the checkpoint and the figures (default runs/clip)")
-    parser.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                        help="continue the run saved in this checkpoint file or directory; "
-                             "its settings are used")
+    parser.add_argument("--out", default=None,
+                        help="the run directory: the model, metrics, results and figures "
+                             "(default runs/clip)")
+    parser.add_argument("--resume", default=None, metavar="DIR",
+                        help="continue the run saved in DIR, with its settings, writing there")
 
 
 def config_from_args(args):
@@ -403,6 +324,10 @@ def config_from_args(args):
     flags = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
     config = TrainConfig(**{name: value for name, value in flags.items() if value is not None})
     if args.image_size is not None:
+        patch_size = config.model.vision.patch_size
+        if args.image_size % patch_size:
+            raise UsageError(f"--image-size {args.image_size} is not a multiple of the patch "
+                             f"size {patch_size}")
         config.model = shapes_clip_config(args.image_size, config.context_length)
     return config
 
@@ -410,31 +335,32 @@ def config_from_args(args):
 def check_resume_flags(args, config):
     """The flags given with --resume must agree with the saved run's settings."""
     saved = {"steps": config.steps, "batch_size": config.batch_size, "seed": config.seed,
-             "image_size": config.image_size}
+             "image_size": config.image_size, "out": args.resume}
     conflicts = {name: (getattr(args, name), value) for name, value in saved.items()
                  if getattr(args, name) is not None and getattr(args, name) != value}
     if conflicts:
-        raise ValueError("--resume continues the saved run with its own settings; these flags "
-                         "differ from it (given, saved): "
+        raise UsageError("--resume continues the saved run with its own settings, in its own "
+                         "directory; these flags differ from it (given, saved): "
                          + ", ".join(f"--{name.replace('_', '-')} {conflict}"
                                      for name, conflict in conflicts.items()))
 
 
 def run(args):
-    out = Path(args.out)
     if args.resume is not None:
-        config = load_train_config(args.resume)
+        config = TrainConfig(**saved_settings(args.resume, COMMAND))
         check_resume_flags(args, config)
     else:
         config = config_from_args(args)
+    out = Path(args.resume or args.out or "runs/clip")
     start = time.monotonic()
-    model, losses = train(config, out=out, resume=args.resume)
+    model, losses = train(config, out=None if args.resume else out, resume=args.resume)
     print(f"trained {len(losses)} steps in {time.monotonic() - start:.0f} s; loss "
-          f"{np.mean(losses[-50:]):.4f} (mean of the last 50 steps); checkpoint {out / CHECKPOINT}")
+          f"{np.mean(losses[-50:]):.4f} (mean of the last 50 steps); model in {out}")
     start = time.monotonic()
     results = evaluate(model, config)
     report(results, config)
-    write_figures(out, model, config, losses, results)
-    print(f"evaluated in {time.monotonic() - start:.0f} s; figures: "
-          f"{', '.join(str(out / name) for name in FIGURES)}")
+    write_results(out, results)
+    write_figures(out, model, config)
+    print(f"evaluated in {time.monotonic() - start:.0f} s; results.json and figures in {out}: "
+          f"{', '.join(FIGURES)}")
     return 0

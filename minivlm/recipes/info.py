@@ -1,10 +1,10 @@
-"""`python -m minivlm info`: what minivlm runs on (versions, backend, BLAS, GPU)."""
+"""`minivlm info`: what minivlm runs on (versions, backend, BLAS, GPU)."""
 import os
 import platform
 
 import numpy
 
-from . import __version__, backend
+from .. import __version__, backend
 
 
 def describe():

@@ -1,0 +1,87 @@
+"""Image classifiers: Hugging Face `vit` and `swin` directories (ViTModel,
+ViTForImageClassification, SwinModel, SwinForImageClassification), and minivlm's own ResNet.
+
+The Hugging Face configs use the names of minivlm's ViTConfig and SwinConfig, so a config is
+read and written field by field; the classifier's size comes from its weight (0 without one).
+"""
+import dataclasses
+
+from ..models.resnet import ResNet
+from ..models.swin import SwinConfig, SwinTransformer
+from ..models.vit import ViT, ViTConfig
+from .names import Architecture
+
+VIT_NAMES = {
+    "embeddings.cls_token": "cls_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection": "patch_embed",
+    "encoder.layer.{i}.layernorm_before": "blocks.{i}.norm1",
+    "encoder.layer.{i}.attention.attention.query": "blocks.{i}.attn.q",
+    "encoder.layer.{i}.attention.attention.key": "blocks.{i}.attn.k",
+    "encoder.layer.{i}.attention.attention.value": "blocks.{i}.attn.v",
+    "encoder.layer.{i}.attention.output.dense": "blocks.{i}.attn.proj",
+    "encoder.layer.{i}.layernorm_after": "blocks.{i}.norm2",
+    "encoder.layer.{i}.intermediate.dense": "blocks.{i}.mlp.fc1",
+    "encoder.layer.{i}.output.dense": "blocks.{i}.mlp.fc2",
+    "layernorm": "norm",
+    "classifier": "head",
+    "pooler.dense": None,  # ViTModel's tanh pooler; ViT's head reads the class token itself
+}
+
+SWIN_NAMES = {
+    "embeddings.patch_embeddings.projection": "patch_embed",
+    "embeddings.norm": "patch_norm",
+    "encoder.layers.{i}.blocks.{j}.layernorm_before": "stages.{i}.blocks.{j}.norm1",
+    "encoder.layers.{i}.blocks.{j}.attention.self.query": "stages.{i}.blocks.{j}.attn.q",
+    "encoder.layers.{i}.blocks.{j}.attention.self.key": "stages.{i}.blocks.{j}.attn.k",
+    "encoder.layers.{i}.blocks.{j}.attention.self.value": "stages.{i}.blocks.{j}.attn.v",
+    "encoder.layers.{i}.blocks.{j}.attention.self.relative_position_bias_table":
+        "stages.{i}.blocks.{j}.attn.relative_position_bias_table",
+    "encoder.layers.{i}.blocks.{j}.attention.self.relative_position_index": None,  # from M alone
+    "encoder.layers.{i}.blocks.{j}.attention.output.dense": "stages.{i}.blocks.{j}.attn.proj",
+    "encoder.layers.{i}.blocks.{j}.layernorm_after": "stages.{i}.blocks.{j}.norm2",
+    "encoder.layers.{i}.blocks.{j}.intermediate.dense": "stages.{i}.blocks.{j}.mlp.fc1",
+    "encoder.layers.{i}.blocks.{j}.output.dense": "stages.{i}.blocks.{j}.mlp.fc2",
+    "encoder.layers.{i}.downsample.norm": "stages.{i}.downsample.norm",
+    "encoder.layers.{i}.downsample.reduction": "stages.{i}.downsample.reduction",
+    "layernorm": "norm",
+    "classifier": "head",
+}
+
+
+def _config_from_json(config_class, config_json, checkpoint):
+    """config_class filled from the config's entries of the same names (missing: defaults), the
+    classifier's size from its weight."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    weight = checkpoint.get("classifier.weight")
+    return config_class(**{k: v for k, v in config_json.items() if k in fields},
+                        num_classes=0 if weight is None else weight.shape[0])
+
+
+def _classifier_json(model, model_type, name):
+    """config.json of a ViT or Swin: its config's fields, and the class that holds a head."""
+    fields = {k: v for k, v in dataclasses.asdict(model.config).items() if k != "num_classes"}
+    head = "ForImageClassification" if model.config.num_classes else "Model"
+    labels = {str(i): f"LABEL_{i}" for i in range(model.config.num_classes)}
+    return {"model_type": model_type, "architectures": [name + head], **fields,
+            "id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}
+
+
+def _swin_config(config_json, checkpoint):
+    if config_json.get("use_absolute_embeddings"):
+        raise ValueError("Swin checkpoints with use_absolute_embeddings=true are not supported")
+    return _config_from_json(SwinConfig, config_json, checkpoint)
+
+
+ARCHITECTURES = [
+    Architecture("vit", ViT, lambda c, ckpt: _config_from_json(ViTConfig, c, ckpt),
+                 lambda model: _classifier_json(model, "vit", "ViT"),
+                 names=VIT_NAMES, prefix="vit.", unprefixed=("classifier",)),
+    Architecture("swin", SwinTransformer, _swin_config,
+                 lambda model: _classifier_json(model, "swin", "Swin"),
+                 names=SWIN_NAMES, prefix="swin.", unprefixed=("classifier",)),
+    # torchvision's names; Hugging Face's ResNet is another network (its own stem and names)
+    Architecture("minivlm_resnet", ResNet, lambda config_json, _: config_json["resnet"],
+                 lambda model: {"model_type": "minivlm_resnet", "resnet": model.config},
+                 build=ResNet.from_config),
+]
