@@ -10,7 +10,7 @@ import os
 import numpy
 
 BACKENDS = ("numpy", "cupy")
-_ALIASES = {"cpu": "numpy", "cuda": "cupy", "gpu": "cupy"}
+ALIASES = {"cpu": "numpy", "cuda": "cupy", "gpu": "cupy"}
 _INSTALL_HINT = ('install CuPy for your CUDA version, e.g. pip install "minivlm[cuda]" '
                  "(which pulls cupy-cuda12x), or unset MINIVLM_BACKEND to use NumPy")
 _cupy = None
@@ -33,7 +33,7 @@ def _load_cupy():
 
 def canonical_name(name):
     """'numpy' | 'cupy' for a backend name or alias ('cpu', 'cuda'); ValueError otherwise."""
-    name = _ALIASES.get(str(name).lower(), str(name).lower())
+    name = ALIASES.get(str(name).lower(), str(name).lower())
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: valid backends are {', '.join(BACKENDS)}")
     return name

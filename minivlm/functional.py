@@ -12,7 +12,7 @@ import math
 import numbers
 
 from . import backend
-from .autograd import Function, Tensor, unbroadcast
+from .autograd import Function, Tensor, shape_arg, unbroadcast
 from .backend import xp_of
 
 
@@ -551,18 +551,14 @@ class Expand(Function):
     def backward(self, g): return unbroadcast(g, self.shape)
 
 
-def _shape_arg(shape):
-    return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-
-
-def reshape(x, *shape): return Reshape.apply(x, shape=_shape_arg(shape))
+def reshape(x, *shape): return Reshape.apply(x, shape=shape_arg(shape))
 
 
 view = reshape
 
 
 def permute(x, *dims):
-    dims = tuple(d % x.ndim for d in _shape_arg(dims))
+    dims = tuple(d % x.ndim for d in shape_arg(dims))
     return Permute.apply(x, dims=dims)
 
 
@@ -573,7 +569,7 @@ def transpose(x, dim0, dim1):
 
 
 def expand(x, *shape):
-    shape = _shape_arg(shape)
+    shape = shape_arg(shape)
     shape = tuple(x.shape[i - len(shape) + x.ndim] if n == -1 else n for i, n in enumerate(shape))
     return Expand.apply(x, shape=shape)
 
