@@ -131,15 +131,6 @@ def sliding_window_view(a, window_shape, axis):
     return view(a, window_shape, axis=axis)
 
 
-def fused_kernel(name):
-    """The fused CuPy kernel (minivlm/kernels.py) that stands in on the GPU for the function
-    `name` of functional.py, or None: none is written for it, or MINIVLM_FUSED_KERNELS=0."""
-    if os.environ.get("MINIVLM_FUSED_KERNELS", "1") == "0":
-        return None
-    from . import kernels  # imports CuPy: only ever asked for with CuPy arrays
-    return kernels.FUSED.get(name)
-
-
 _seed = None
 _generators = {}
 
