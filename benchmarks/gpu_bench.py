@@ -1,9 +1,9 @@
 """GPU benchmark: training steps in minivlm on CuPy and in torch CUDA eager, float32, TF32 off.
 
 Workloads (benchmarks/workloads.py, gpu_workloads): the ViT-B/16 training step (batch 32, 224²,
-AdamW) and the CLIP ViT-B/32 training step (batch 128 pairs, AdamW), torch starting from
-minivlm's initial weights. Each round times, one after the other, a minivlm step, a torch step and
-a minivlm step with the fused kernels of minivlm/kernels.py turned off (MINIVLM_FUSED_KERNELS=0),
+AdamW) and the CLIP ViT-B/32 training step (batch 128 pairs, AdamW), torch starting from minivlm's
+initial weights. Each round times, one after the other, a minivlm step, a torch step and a minivlm
+step with the fused kernels of minivlm/functional/kernels.py turned off (MINIVLM_FUSED_KERNELS=0),
 each ending in loss.item(), which waits for the GPU. Reported: medians, minivlm / torch, what the
 fused kernels gain, minivlm's achieved FLOP/s against CuPy's float32 GEMM rate (8192²), and the
 peak GPU memory each library holds (CuPy's memory pool, torch's caching allocator: weights,

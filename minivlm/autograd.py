@@ -137,12 +137,10 @@ class Tensor:
 
     def to(self, target):
         """A copy on another backend ('numpy'/'cpu', 'cupy'/'cuda') or in another dtype."""
-        if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend._ALIASES):
-            from .functional import to_backend
-            return to_backend(self, backend.canonical_name(target))
-        from .functional import cast
+        if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend.ALIASES):
+            return F.to_backend(self, backend.canonical_name(target))
         try:
-            return cast(self, xp_of(self.data).dtype(target))
+            return F.cast(self, xp_of(self.data).dtype(target))
         except TypeError:
             raise ValueError(f"to({target!r}): not a backend ({', '.join(backend.BACKENDS)}, or "
                              f"'cpu'/'cuda') nor a dtype") from None
@@ -227,20 +225,20 @@ class Tensor:
         return reversed(order)
 
     # --- operators (the ops themselves live in functional) -------------------------------------
-    def __add__(self, other): return _F().add(self, other)
-    def __radd__(self, other): return _F().add(other, self)
-    def __sub__(self, other): return _F().sub(self, other)
-    def __rsub__(self, other): return _F().sub(other, self)
-    def __mul__(self, other): return _F().mul(self, other)
-    def __rmul__(self, other): return _F().mul(other, self)
-    def __truediv__(self, other): return _F().div(self, other)
-    def __rtruediv__(self, other): return _F().div(other, self)
-    def __matmul__(self, other): return _F().matmul(self, other)
-    def __rmatmul__(self, other): return _F().matmul(other, self)
-    def __pow__(self, other): return _F().pow(self, other)
-    def __rpow__(self, other): return _F().pow(other, self)
-    def __neg__(self): return _F().neg(self)
-    def __getitem__(self, index): return _F().getitem(self, index)
+    def __add__(self, other): return F.add(self, other)
+    def __radd__(self, other): return F.add(other, self)
+    def __sub__(self, other): return F.sub(self, other)
+    def __rsub__(self, other): return F.sub(other, self)
+    def __mul__(self, other): return F.mul(self, other)
+    def __rmul__(self, other): return F.mul(other, self)
+    def __truediv__(self, other): return F.div(self, other)
+    def __rtruediv__(self, other): return F.div(other, self)
+    def __matmul__(self, other): return F.matmul(self, other)
+    def __rmatmul__(self, other): return F.matmul(other, self)
+    def __pow__(self, other): return F.pow(self, other)
+    def __rpow__(self, other): return F.pow(other, self)
+    def __neg__(self): return F.neg(self)
+    def __getitem__(self, index): return F.getitem(self, index)
 
     def _compare(self, other, op):
         other = other.data if isinstance(other, Tensor) else other
@@ -256,27 +254,50 @@ class Tensor:
 
     @property
     def T(self):
-        return _F().permute(self, tuple(reversed(range(self.ndim))))
+        return F.permute(self, tuple(reversed(range(self.ndim))))
 
-    def __getattr__(self, name):
-        """Tensor methods mirror functional: x.sum(dim=-1), x.softmax(-1), x.reshape(2, -1) ..."""
-        if name.startswith("_") or name not in _METHODS:
-            raise AttributeError(f"'Tensor' object has no attribute {name!r}")
-        op = getattr(_F(), name)
-        return lambda *args, **kwargs: op(self, *args, **kwargs)
+    # --- methods: torch's Tensor methods, each the op of functional with the tensor first -------
+    def exp(self): return F.exp(self)
+    def log(self): return F.log(self)
+    def sqrt(self): return F.sqrt(self)
+    def abs(self): return F.abs(self)
+    def tanh(self): return F.tanh(self)
+    def sigmoid(self): return F.sigmoid(self)
+    def relu(self): return F.relu(self)
+    def pow(self, b): return F.pow(self, b)
+    def clamp(self, min=None, max=None): return F.clamp(self, min, max)
+    def matmul(self, b): return F.matmul(self, b)
 
+    def sum(self, dim=None, keepdim=False): return F.sum(self, dim, keepdim)
+    def mean(self, dim=None, keepdim=False): return F.mean(self, dim, keepdim)
+    def max(self, dim=None, keepdim=False): return F.max(self, dim, keepdim)
+    def min(self, dim=None, keepdim=False): return F.min(self, dim, keepdim)
+    def argmax(self, dim=None, keepdim=False): return F.argmax(self, dim, keepdim)
+    def argmin(self, dim=None, keepdim=False): return F.argmin(self, dim, keepdim)
 
-_METHODS = {
-    "exp", "log", "sqrt", "abs", "tanh", "sigmoid", "relu", "sum", "mean", "max", "min", "var",
-    "reshape", "view", "transpose", "permute", "expand", "squeeze", "unsqueeze", "flatten",
-    "softmax", "log_softmax", "logsumexp", "masked_fill", "split", "chunk", "roll", "matmul",
-    "pow", "argmax", "argmin", "clamp", "contiguous", "expand_as",
-}
+    def var(self, dim=None, unbiased=True, keepdim=False, correction=None):
+        return F.var(self, dim, unbiased, keepdim, correction)
 
+    def reshape(self, *shape): return F.reshape(self, *shape)
+    def view(self, *shape): return F.view(self, *shape)
+    def permute(self, *dims): return F.permute(self, *dims)
+    def transpose(self, dim0, dim1): return F.transpose(self, dim0, dim1)
+    def expand(self, *shape): return F.expand(self, *shape)
+    def expand_as(self, other): return F.expand_as(self, other)
+    def squeeze(self, dim=None): return F.squeeze(self, dim)
+    def unsqueeze(self, dim): return F.unsqueeze(self, dim)
+    def flatten(self, start_dim=0, end_dim=-1): return F.flatten(self, start_dim, end_dim)
+    def contiguous(self): return F.contiguous(self)
 
-def _F():
-    from . import functional
-    return functional
+    def softmax(self, dim=-1): return F.softmax(self, dim)
+    def log_softmax(self, dim=-1): return F.log_softmax(self, dim)
+    def logsumexp(self, dim, keepdim=False): return F.logsumexp(self, dim, keepdim)
+    def masked_fill(self, mask, value): return F.masked_fill(self, mask, value)
+    def chunk(self, chunks, dim=0): return F.chunk(self, chunks, dim)
+    def roll(self, shifts, dims=None): return F.roll(self, shifts, dims)
+
+    def split(self, split_size_or_sections, dim=0):
+        return F.split(self, split_size_or_sections, dim)
 
 
 class Parameter(Tensor):
@@ -306,24 +327,25 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     return Tensor(_as_array(data, dtype, backend.canonical_name(device)), requires_grad)
 
 
-def _shape(shape):
+def shape_arg(shape):
+    """The `*shape` of f(2, 3) or of f((2, 3)) (one tuple or list) as the shape itself."""
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
 
 
 def zeros(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).zeros(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).zeros(shape_arg(shape), dtype=dtype), requires_grad)
 
 
 def ones(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).ones(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).ones(shape_arg(shape), dtype=dtype), requires_grad)
 
 
 def empty(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).empty(_shape(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).empty(shape_arg(shape), dtype=dtype), requires_grad)
 
 
 def full(shape, fill_value, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).full(_shape((shape,)), fill_value, dtype=dtype), requires_grad)
+    return Tensor(_xp(device).full(shape_arg((shape,)), fill_value, dtype=dtype), requires_grad)
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None):
@@ -337,18 +359,18 @@ def arange(start, stop=None, step=1, dtype=None, device=None):
 def randn(*shape, dtype="float32", device=None, requires_grad=False):
     """Standard normal samples from the backend's generator (seeded by manual_seed)."""
     xp = _xp(device)
-    return Tensor(backend.rng(xp).standard_normal(_shape(shape)).astype(dtype), requires_grad)
+    return Tensor(backend.rng(xp).standard_normal(shape_arg(shape)).astype(dtype), requires_grad)
 
 
 def rand(*shape, dtype="float32", device=None, requires_grad=False):
     """Uniform [0, 1) samples from the backend's generator (seeded by manual_seed)."""
     xp = _xp(device)
-    return Tensor(backend.rng(xp).random(_shape(shape)).astype(dtype), requires_grad)
+    return Tensor(backend.rng(xp).random(shape_arg(shape)).astype(dtype), requires_grad)
 
 
 def randint(low, high, shape, device=None):
     xp = _xp(device)
-    return Tensor(backend.rng(xp).integers(low, high, size=_shape((shape,))).astype("int64"))
+    return Tensor(backend.rng(xp).integers(low, high, size=shape_arg((shape,))).astype("int64"))
 
 
 def zeros_like(t, dtype=None):
@@ -362,3 +384,10 @@ def ones_like(t, dtype=None):
 def manual_seed(seed):
     """Make initialisation, dropout and random tensors reproducible on every backend."""
     backend.manual_seed(seed)
+
+
+# The one import circle of the package, sanctioned: Tensor's operators and methods call the ops
+# of functional, and the ops build Tensors (functional imports Function and Tensor from here).
+# Imported last, after everything functional takes from this module is defined, so either module
+# may be imported first.
+from . import functional as F  # noqa: E402

@@ -10,7 +10,7 @@ import os
 import numpy
 
 BACKENDS = ("numpy", "cupy")
-_ALIASES = {"cpu": "numpy", "cuda": "cupy", "gpu": "cupy"}
+ALIASES = {"cpu": "numpy", "cuda": "cupy", "gpu": "cupy"}
 _INSTALL_HINT = ('install CuPy for your CUDA version, e.g. pip install "minivlm[cuda]" '
                  "(which pulls cupy-cuda12x), or unset MINIVLM_BACKEND to use NumPy")
 _cupy = None
@@ -33,7 +33,7 @@ def _load_cupy():
 
 def canonical_name(name):
     """'numpy' | 'cupy' for a backend name or alias ('cpu', 'cuda'); ValueError otherwise."""
-    name = _ALIASES.get(str(name).lower(), str(name).lower())
+    name = ALIASES.get(str(name).lower(), str(name).lower())
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}: valid backends are {', '.join(BACKENDS)}")
     return name
@@ -129,15 +129,6 @@ def sliding_window_view(a, window_shape, axis):
     else:
         from numpy.lib.stride_tricks import sliding_window_view as view
     return view(a, window_shape, axis=axis)
-
-
-def fused_kernel(name):
-    """The fused CuPy kernel (minivlm/kernels.py) that stands in on the GPU for the function
-    `name` of functional.py, or None: none is written for it, or MINIVLM_FUSED_KERNELS=0."""
-    if os.environ.get("MINIVLM_FUSED_KERNELS", "1") == "0":
-        return None
-    from . import kernels  # imports CuPy: only ever asked for with CuPy arrays
-    return kernels.FUSED.get(name)
 
 
 _seed = None

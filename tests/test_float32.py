@@ -14,6 +14,7 @@ from hypothesis import given, strategies as st
 import minivlm as mv
 import minivlm.functional as F
 from minivlm import autograd, backend
+from minivlm.functional import cpu
 from minivlm.models import SwinConfig, SwinTransformer, ViT, ViTConfig
 from minivlm.models.clip import CLIP, clip_config, clip_loss
 from minivlm.models.resnet import ModifiedResNet
@@ -197,7 +198,7 @@ def test_blocked_op_matches_torch_in_float64(monkeypatch, name, block):
     ours, theirs, input_shapes = BLOCKED_OPS[name]
     rng = np.random.default_rng(4)
     values = [rng.standard_normal(shape) for shape in input_shapes]
-    monkeypatch.setattr(F, "_BLOCK", block)
+    monkeypatch.setattr(cpu, "BLOCK", block)
     tensors = [mv.tensor(v, requires_grad=True) for v in values]
     out = ours(*tensors)
     upstream = rng.standard_normal(out.shape)
@@ -211,7 +212,7 @@ def test_blocked_op_matches_torch_in_float64(monkeypatch, name, block):
 
 
 def test_blocked_op_keeps_float32(monkeypatch):
-    monkeypatch.setattr(F, "_BLOCK", 8)
+    monkeypatch.setattr(cpu, "BLOCK", 8)
     x = mv.tensor(np.random.default_rng(5).standard_normal((6, 10)).astype(np.float32),
                   requires_grad=True)
     with float64_spy() as found:

@@ -8,13 +8,10 @@ import math
 
 from .. import autograd
 from .. import functional as F
+from ..functional.conv import as_pair
 from . import init
 from .layers import empty_parameter
 from .module import Module
-
-
-def _pair(value):
-    return (value, value) if isinstance(value, int) else tuple(value)
 
 
 class Conv2d(Module):
@@ -32,8 +29,9 @@ class Conv2d(Module):
             raise ValueError(f"Conv2d: in_channels={in_channels} and out_channels={out_channels} "
                              f"must both be divisible by groups={groups}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.groups = _pair(padding), groups
+        self.kernel_size = as_pair(kernel_size, "Conv2d kernel_size")
+        self.stride = as_pair(stride, "Conv2d stride")
+        self.padding, self.groups = as_pair(padding, "Conv2d padding"), groups
         self.weight = empty_parameter(out_channels, in_channels // groups, *self.kernel_size,
                                      dtype=dtype, device=device)
         self.bias = empty_parameter(out_channels, dtype=dtype, device=device) if bias else None

@@ -288,7 +288,7 @@ def _describe_problems(missing, unexpected, mismatched):
 
 def _converted(array, target):
     """`array` on backend `target`, or cast to dtype `target` if it is floating point."""
-    if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend._ALIASES):
+    if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend.ALIASES):
         return backend.to_backend(array, target)
     return array.astype(target) if array.dtype.kind == "f" else array
 

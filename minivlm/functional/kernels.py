@@ -1,15 +1,20 @@
 """Fused CuPy kernels: on the GPU they stand in for the elementwise chains and row reductions that
-functional.py writes with array operations, where fusing them saves whole passes over memory
+the family modules write with array operations, where fusing them saves whole passes over memory
 and kernel launches (GELU: one kernel instead of eight; layer norm backward: five passes instead
 of thirteen).
 
-Each function here takes and returns what the function of functional.py that FUSED names it
-after does (rows of a 2-d array, results as a tuple), so functional.py swaps one for the other
-without a second code path (functional._fused). Imported only for CuPy arrays, through
-backend.fused_kernel; MINIVLM_FUSED_KERNELS=0 turns them off (to measure what they gain).
-tests/test_kernels.py checks each against the array-operation version.
+FUSED maps each array function of the family modules (arrays in, a tuple of arrays out; rows of
+a 2-d array for most) to the kernel function here that takes and returns the same, so that an op
+swaps one for the other without a second code path: cpu.kernel_for, which imports this module
+only for CuPy arrays (MINIVLM_FUSED_KERNELS=0 turns the kernels off, to measure what they gain).
+FUSED is keyed by the function objects, so renaming one fails here, loudly.
+tests/test_kernels.py checks each kernel against the array-operation version, and that both
+take the same arguments.
 """
-import cupy
+from .. import backend
+from . import attention, elementwise, layers
+
+cupy = backend.module("cupy")
 
 _SQRT_HALF = "T(0.70710678118654752)"
 _INV_SQRT_2PI = "T(0.39894228040143268)"
@@ -89,7 +94,7 @@ def softmax_grad(g, y, axis):
 
 
 def attention_softmax(e):
-    """As functional._attention_softmax: (probabilities, log-sum-exp per row, +inf for rows
+    """As attention.attention_softmax: (probabilities, log-sum-exp per row, +inf for rows
     whose every score is −inf)."""
     row_max = e.max(axis=-1, keepdims=True)
     row_max = cupy.where(cupy.isfinite(row_max), row_max, 0).astype(e.dtype)
@@ -110,7 +115,7 @@ def layer_norm(x, eps, weight, bias):
 
 
 def layer_norm_grad(g, x, mean, rstd, weight):
-    """As functional._layer_norm_grad: the gradient for x, and Σ g·x̂ and Σ g over the rows."""
+    """As layers.layer_norm_grad_rows: the gradient for x, and Σ g·x̂ and Σ g over the rows."""
     n = x.shape[-1]
     weight, ones = _affine(weight, None, n, x.dtype)[0], cupy.ones(n, dtype=x.dtype)
     mean_g = _sum_product(g, weight, axis=-1, keepdims=True) / n
@@ -127,9 +132,9 @@ def _affine(weight, bias, n, dtype):
 
 
 FUSED = {
-    "_gelu": gelu, "_gelu_grad": gelu_grad,
-    "_quick_gelu": quick_gelu, "_quick_gelu_grad": quick_gelu_grad,
-    "_softmax": softmax, "_softmax_grad": softmax_grad,
-    "_attention_softmax": attention_softmax,
-    "_layer_norm": layer_norm, "_layer_norm_grad": layer_norm_grad,
+    elementwise.gelu_rows: gelu, elementwise.gelu_grad_rows: gelu_grad,
+    elementwise.quick_gelu_rows: quick_gelu, elementwise.quick_gelu_grad_rows: quick_gelu_grad,
+    layers.softmax_along: softmax, layers.softmax_grad_along: softmax_grad,
+    attention.attention_softmax: attention_softmax,
+    layers.layer_norm_rows: layer_norm, layers.layer_norm_grad_rows: layer_norm_grad,
 }
