@@ -29,9 +29,8 @@ class CommandParser(argparse.ArgumentParser):
     """argparse, with its errors on one line: `minivlm COMMAND: error: ...`, exit status 2."""
 
     def error(self, message):
-        command = self.prog.split()[-1]
-        hint = f" (minivlm {command} --help lists the arguments)" if command in COMMANDS else ""
-        self.exit(2, f"minivlm {command}: error: {message}{hint}\n")
+        name = " ".join(["minivlm", *self.prog.split()[1:]])   # "minivlm" or "minivlm COMMAND"
+        self.exit(2, f"{name}: error: {message} ({name} --help lists the arguments)\n")
 
 
 def build_parser():
@@ -39,8 +38,10 @@ def build_parser():
                            "models; `minivlm COMMAND --help` describes one command.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=CommandParser)
+    parser.commands = {}
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub = parser.commands[name] = commands.add_parser(name, help=help_text,
+                                                          description=help_text)
         sub.add_argument("--threads", type=_threads, default=1,
                          help="BLAS threads for matrix products (default 1)")
         _recipe(module_name).add_arguments(sub)
@@ -49,8 +50,11 @@ def build_parser():
 
 def main(argv=None):
     """Run one command -> its exit status (0 success, 1 failure, 2 bad arguments)."""
+    parser = build_parser()
     try:
-        args = build_parser().parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:
+            parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     except SystemExit as stop:   # --help, or a bad argument (already printed)
         return stop.code
     from threadpoolctl import threadpool_limits
@@ -84,8 +88,10 @@ _threads.__name__ = "positive int"   # argparse: "invalid positive int value: '0
 
 
 def _one_line(error):
-    """The error's message on one line; for an unexpected kind, its type and where to look."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    """The error's message on one line (the lines of a list joined by "; "); for an unexpected
+    kind of error, its type and where to look."""
+    first, *rest = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+    message = " ".join(filter(None, [first, "; ".join(rest)])) or type(error).__name__
     if isinstance(error, (ValueError, OSError, RuntimeError)) \
             or type(error).__module__.startswith("minivlm"):
         return message
