@@ -50,6 +50,28 @@ def test_swin_fixture_matches_transformers(dtype, rtol):
 
 
 @pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny"])
+def test_save_pretrained_writes_what_load_pretrained_and_transformers_read(name, tmp_path):
+    """A fixture loaded, saved by minivlm and read back: by minivlm (exactly the same model) and
+    by transformers' *ForImageClassification (the fixture's logits)."""
+    expected = expected_outputs(name)
+    model = load_pretrained(FIXTURES / name, dtype="float64")
+    labels = "abcde"[:expected["logits"].shape[-1]]
+    mv.save_pretrained(model, tmp_path, {"id2label": dict(enumerate(labels))})
+    pixels = mv.tensor(expected["pixels"].astype("float64"))
+    np.testing.assert_array_equal(load_pretrained(tmp_path, dtype="float64")(pixels).numpy(),
+                                  model(pixels).numpy())
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    theirs_class = {"vit_tiny": transformers.ViTForImageClassification,
+                    "swin_tiny": transformers.SwinForImageClassification}[name]
+    theirs = theirs_class.from_pretrained(tmp_path).double().eval()
+    assert theirs.config.id2label[2] == "c" and theirs.config.num_labels == len(labels)
+    with torch.no_grad():
+        logits = theirs(pixel_values=torch.from_numpy(expected["pixels"].astype("float64")))
+    assert_close(logits.logits.numpy(), expected["logits"], rtol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny"])
 def test_half_precision_checkpoints_load(name, tmp_path):
     """F16 and BF16 copies of a fixture load as their values widened to float32 (F16 exactly;
     BF16 within its 8-bit mantissa) and give nearly the same outputs."""
