@@ -50,8 +50,9 @@ from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
 from ..tokenizers import CLIPTokenizer
-from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, positive,
-                     read_metrics, read_results, saved_settings, seeded_rng, write_results)
+from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, check_resume_flags, fit,
+                     positive, read_metrics, read_results, saved_settings, seeded_rng,
+                     write_results)
 
 COMMAND = "train-clip"
 PROMPT = "a photo of a {}"             # the zero-shot prompt; {} is "red circle"
@@ -332,23 +333,11 @@ def config_from_args(args):
     return config
 
 
-def check_resume_flags(args, config):
-    """The flags given with --resume must agree with the saved run's settings."""
-    saved = {"steps": config.steps, "batch_size": config.batch_size, "seed": config.seed,
-             "image_size": config.image_size, "out": args.resume}
-    conflicts = {name: (getattr(args, name), value) for name, value in saved.items()
-                 if getattr(args, name) is not None and getattr(args, name) != value}
-    if conflicts:
-        raise UsageError("--resume continues the saved run with its own settings, in its own "
-                         "directory; these flags differ from it (given, saved): "
-                         + ", ".join(f"--{name.replace('_', '-')} {conflict}"
-                                     for name, conflict in conflicts.items()))
-
-
 def run(args):
     if args.resume is not None:
         config = TrainConfig(**saved_settings(args.resume, COMMAND))
-        check_resume_flags(args, config)
+        check_resume_flags(args, {"steps": config.steps, "batch_size": config.batch_size,
+                                  "seed": config.seed, "image_size": config.image_size})
     else:
         config = config_from_args(args)
     out = Path(args.resume or args.out or "runs/clip")

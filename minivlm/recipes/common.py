@@ -252,6 +252,20 @@ def _plain(value):
 
 # --- command-line arguments -------------------------------------------------------------------
 
+def check_resume_flags(args, saved):
+    """--resume continues the saved run with its own settings, in its own directory: the flags
+    given must agree with `saved` ({flag name: the run's value}), and --out with args.resume."""
+    saved = {**saved, "out": Path(args.resume)}
+    given = {name: getattr(args, name) for name in saved if getattr(args, name) is not None}
+    given = {name: Path(value) if name == "out" else value for name, value in given.items()}
+    conflicts = [f"--{name.replace('_', '-')} ({value}, {saved[name]})"
+                 for name, value in given.items() if value != saved[name]]
+    if conflicts:
+        raise UsageError("--resume continues the saved run with its own settings, in its own "
+                         "directory; these flags differ from it (given, saved): "
+                         + ", ".join(conflicts))
+
+
 def positive(kind):
     """An argparse type: `kind` (int or float) that must be > 0 (and finite)."""
     def parse(text):

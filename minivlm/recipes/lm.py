@@ -17,8 +17,6 @@ tokenizer.json, the resume state, metrics.jsonl, results.json and loss.png besid
 """
 import dataclasses
 import math
-from pathlib import Path
-
 import numpy as np
 
 from .. import plots
@@ -30,8 +28,8 @@ from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
 from ..tokenizers import BPETokenizer
-from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, positive,
-                     read_metrics, saved_settings, seeded_rng, write_results)
+from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, check_resume_flags, fit,
+                     positive, read_metrics, saved_settings, seeded_rng, write_results)
 
 COMMAND = "train-lm"
 TOKENIZER_FILE = "tokenizer.json"
@@ -176,15 +174,7 @@ def settings_from_args(args):
 def resumed_settings(args):
     """The saved run's settings; the flags given must agree with them."""
     settings = saved_settings(args.resume, COMMAND)
-    conflicts = [f"--{name.replace('_', '-')} ({getattr(args, name)}, {settings[name]})"
-                 for name in SETTINGS
-                 if getattr(args, name) is not None and getattr(args, name) != settings[name]]
-    if args.out is not None and Path(args.out) != Path(args.resume):
-        conflicts.append(f"--out ({args.out}, {args.resume})")
-    if conflicts:
-        raise UsageError("--resume continues the saved run with its own settings, in its own "
-                         "directory; these flags differ from it (given, saved): "
-                         + ", ".join(conflicts))
+    check_resume_flags(args, {name: settings[name] for name in SETTINGS})
     return settings
 
 

@@ -36,8 +36,8 @@ from ..models.vit import ViT, ViTConfig
 from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
-from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, positive,
-                     read_metrics, saved_settings, seeded_rng, write_results)
+from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, check_resume_flags, fit,
+                     positive, read_metrics, saved_settings, seeded_rng, write_results)
 
 COMMAND = "train-vision"
 
@@ -223,16 +223,9 @@ def resumed_settings(args):
     """The saved run's settings; the flags given must agree with them."""
     settings = saved_settings(args.resume, COMMAND)
     classifier = settings["classifier"]
-    saved = {**{name: settings[name] for name in TRAINING_FLAGS}, "model": classifier["model"],
-             "target": classifier["target"], "image_size": classifier["image_size"],
-             "out": args.resume}
-    conflicts = [f"--{name.replace('_', '-')} ({getattr(args, name)}, {value})"
-                 for name, value in saved.items()
-                 if getattr(args, name) is not None and getattr(args, name) != value]
-    if conflicts:
-        raise UsageError("--resume continues the saved run with its own settings, in its own "
-                         "directory; these flags differ from it (given, saved): "
-                         + ", ".join(conflicts))
+    check_resume_flags(args, {**{name: settings[name] for name in TRAINING_FLAGS},
+                              **{name: classifier[name]
+                                 for name in ("model", "target", "image_size")}})
     return settings
 
 
