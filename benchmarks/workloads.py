@@ -240,9 +240,9 @@ def small_clip_config():
     """Images 32, patch 4, width 128, 4 layers, 4 heads, MLP 512; text vocabulary 1000,
     32 positions, same widths; projection 64."""
     return CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=4, width=128, patch_size=4,
-                                       heads=4, mlp_width=512),
-                      CLIPTextConfig(context_length=32, vocab_size=1000, width=128, layers=4, heads=4,
-                                 mlp_width=512))
+                                           heads=4, mlp_width=512),
+                      CLIPTextConfig(context_length=32, vocab_size=1000, width=128, layers=4,
+                                     heads=4, mlp_width=512))
 
 
 def clip_image_encoding(config, batch, name="clip_image"):

@@ -58,11 +58,11 @@ class CLIPVisionConfig:
         attention_width = 32 * self.width if self.is_resnet else self.width  # the pool's, or ViT's
         self.heads = self.heads or attention_width // 64
         if not self.heads or attention_width % self.heads:
-            raise ValueError(f"CLIPVisionConfig: attention width {attention_width} is not divisible "
-                             f"by heads={self.heads}")
+            raise ValueError(f"CLIPVisionConfig: attention width {attention_width} is not "
+                             f"divisible by heads={self.heads}")
         if self.is_resnet and self.image_resolution % 32:
-            raise ValueError(f"CLIPVisionConfig: the ResNet's image_resolution must be a multiple of "
-                             f"its stride 32, got {self.image_resolution}")
+            raise ValueError(f"CLIPVisionConfig: the ResNet's image_resolution must be a multiple "
+                             f"of its stride 32, got {self.image_resolution}")
         if not self.is_resnet and self.image_resolution % self.patch_size:
             raise ValueError(f"CLIPVisionConfig: image_resolution={self.image_resolution} is not a "
                              f"multiple of patch_size {self.patch_size}")
@@ -109,7 +109,7 @@ CONFIGS = {
     "ViT-L/14@336px": _openai_config(768, 336, 24, 1024, 14, 768),
     # trains in minutes on 32×32 images with short captions (minivlm.data.shapes)
     "tiny": CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=2, width=64, patch_size=8,
-                                        heads=2),
+                                            heads=2),
                        CLIPTextConfig(context_length=16, width=64, layers=2, heads=2)),
 }
 
@@ -139,7 +139,7 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = _normal_parameter(grid ** 2 + 1, width, std=width ** -0.5)
         self.ln_pre = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
-                                       config.activation, config.layer_norm_eps)
+                                           config.activation, config.layer_norm_eps)
         self.ln_post = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.proj = _normal_parameter(width, output_dim, std=width ** -0.5)
 

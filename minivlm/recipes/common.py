@@ -112,14 +112,13 @@ class Run:
         self.command, self.settings, self.step = command, settings, step
         self.extra_config = {}   # entries the model's config.json gets (e.g. id2label)
         self.metrics, self.optimizer_state = list(metrics), optimizer_state
-        self.seconds = metrics[-1]["seconds"] if metrics else 0.0
-        self.started = time.monotonic() - self.seconds
+        self.started = time.monotonic() - (metrics[-1]["seconds"] if metrics else 0.0)
 
     @classmethod
     def start(cls, directory, command, settings):
         """A new run in `directory`; an error if it holds a run already."""
         if directory is not None:
-            directory = check_out_directory(directory, command)
+            directory = check_out_directory(directory)
         return cls(directory, command, settings)
 
     @classmethod
@@ -208,7 +207,7 @@ def saved_settings(directory, command):
     return json.loads(_state_metadata(directory, command)["settings"])
 
 
-def check_out_directory(directory, command):
+def check_out_directory(directory):
     """`directory` as a Path, after checking that a new run may be written there."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
