@@ -156,12 +156,38 @@ class Tanh(Function):
 
 
 
+class Sin(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).sin(x)
+
+    def backward(self, g): return g * xp_of(g).cos(self.x)
+
+
+class Cos(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).cos(x)
+
+    def backward(self, g): return -g * xp_of(g).sin(self.x)
+
+
 class Sigmoid(Function):
     def forward(self, x):
         self.y = scaled_sigmoid(x)
         return self.y
 
     def backward(self, g): return g * self.y * (1 - self.y)
+
+
+class SiLU(Function):
+    """x·σ(x) (the swish of SwiGLU); backward: σ(x)·(1 + x·(1 − σ(x)))."""
+
+    def forward(self, x):
+        self.x, self.s = x, scaled_sigmoid(x)
+        return x * self.s
+
+    def backward(self, g): return g * self.s * (1 + self.x * (1 - self.s))
 
 
 class ReLU(Function):
@@ -264,7 +290,10 @@ def log(x): return Log.apply(x)
 def sqrt(x): return Sqrt.apply(x)
 def abs(x): return Abs.apply(x)
 def tanh(x): return Tanh.apply(x)
+def sin(x): return Sin.apply(x)
+def cos(x): return Cos.apply(x)
 def sigmoid(x): return Sigmoid.apply(x)
+def silu(x): return SiLU.apply(x)
 def relu(x): return ReLU.apply(x)
 def gelu(x, approximate="none"): return GELU.apply(x, approximate=approximate)
 def quick_gelu(x): return QuickGELU.apply(x)
