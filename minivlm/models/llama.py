@@ -57,6 +57,9 @@ class LlamaConfig:
                 raise ValueError(f"LlamaConfig: hidden_size={self.hidden_size} is not divisible "
                                  f"by num_attention_heads={self.num_attention_heads}")
             self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.head_dim % 2:
+            raise ValueError(f"LlamaConfig: head_dim={self.head_dim} must be even (RoPE turns "
+                             f"pairs of features)")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError(f"LlamaConfig: num_attention_heads={self.num_attention_heads} is not "
                              f"a multiple of num_key_value_heads={self.num_key_value_heads}")
