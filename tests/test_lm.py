@@ -432,6 +432,11 @@ def test_train_lm_command_trains_saves_and_reuses_the_tokenizer(objective, tmp_p
     assert len(read_metrics(out)) == 2
     model = mv.load_pretrained(out)
     assert isinstance(model, CausalLM if objective == "causal" else MaskedLM)
+    if objective == "causal":                       # a directory `minivlm generate` reads
+        assert (config_json["bos_token_id"], config_json["eos_token_id"]) == (256, 257)
+        capsys.readouterr()
+        assert main(["generate", "--model", str(out), "<s>the red", "--max-new-tokens", "4"]) == 0
+        assert capsys.readouterr().out.startswith("<s>the red")
 
     assert main(argv + ["--out", str(out)]) == 2
     assert "holds a run already: continue it with --resume" in capsys.readouterr().err

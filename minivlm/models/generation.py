@@ -141,7 +141,7 @@ class GenerationMixin:
 
     def generate(self, input_ids=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=None, top_p=None, eos_token_id=None, attention_mask=None, use_cache=True,
-                 inputs_embeds=None, pad_token_id=None):
+                 inputs_embeds=None, pad_token_id=None, streamer=None):
         """Continue each prompt by up to max_new_tokens tokens, as transformers' generate.
 
         input_ids (B, T) integer array or Tensor (left-padded, with attention_mask (B, T) 0 at
@@ -152,6 +152,7 @@ class GenerationMixin:
         eos_token_id (an id or a list of ids) is finished: pad_token_id (default: the eos id)
         fills the rest of its row; generation stops once every row is finished.
         use_cache=False recomputes the whole sequence for each token (the same ids, slower).
+        streamer: called with each step's new ids (B,) as they come (to print them).
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p)
         embeds = input_embeddings(self.get_input_embeddings(), input_ids, inputs_embeds)
@@ -173,6 +174,8 @@ class GenerationMixin:
                     ids = xp.where(finished, pad_token_id, ids)
                     finished |= xp.isin(ids, eos)
                 new_ids.append(ids)
+                if streamer is not None:
+                    streamer(ids)
                 if step == max_new_tokens - 1 or finished.all():
                     break
                 mask = xp.concatenate([mask, xp.ones((batch, 1), dtype=bool)], axis=1)

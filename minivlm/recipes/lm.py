@@ -195,6 +195,9 @@ def run(args):
         model = build_model(LMConfig(settings["objective"], tokenizer.vocab_size,
                                      settings["seq_len"], settings["width"], settings["layers"],
                                      settings["heads"]))
+    if settings["objective"] == "causal":   # config.json's ids, as GPT-2's: `minivlm generate`
+        training_run.extra_config.update(bos_token_id=tokenizer.bos_id,
+                                         eos_token_id=tokenizer.eos_id)
     print(f"{settings['objective']} LM: {model.num_parameters():,} parameters, {model.config}")
     sentences = train_sentences(settings)
     train(model, tokenizer, token_stream(sentences, tokenizer), settings["steps"],
