@@ -854,7 +854,8 @@ def test_llama_block_and_model_match_the_library():
     positions = np.broadcast_to(np.arange(9), (2, 9))
     causal = np.triu(np.ones((9, 9), dtype=bool), k=1)
     cos, sin = F.rotary_cos_sin(positions, c.head_dim, c.rope_theta, "float64")
-    expected = model.model.layers[1](mv.tensor(x), cos, sin, mv.tensor(~causal)[None, None])
+    expected = model.model.layers[1](mv.tensor(x), cos.unsqueeze(1), sin.unsqueeze(1),
+                                     mv.tensor(~causal)[None, None])
     assert_close(rl.llama_block(x, weights, "model.layers.1.", config, positions, causal),
                  expected.numpy())
     assert_close(rl.llama_logits(ids, weights, config), model(ids).numpy())

@@ -8,12 +8,13 @@ and reusing every earlier key and value from a KV cache (nn.KVCache).
 A decoder generates through GenerationMixin when its forward is
 
     forward(input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
-            inputs_embeds=None) -> logits (B, T, vocab)
+            inputs_embeds=None, logits_to_keep=0) -> logits (B, T, vocab)
 
 (transformers' names): input_ids (B, T) or inputs_embeds (B, T, D) — a VLM passes the prompt's
 embeddings with the image spliced in, so the image is encoded once; attention_mask (B, S) with 1
 for real tokens and 0 for padding, S counting the cached positions too; past_key_values a
-KVCache that the call reads and extends. The helpers below give such a forward its positions,
+KVCache that the call reads and extends; logits_to_keep=1 computes the last position's logits
+only (0: all). The helpers below give such a forward its positions,
 its masks and its input embeddings.
 
 Batched prompts of different lengths are left-padded (padding first, attention mask 0 there):
@@ -167,7 +168,8 @@ class GenerationMixin:
         new_ids = []
         with nn.evaluating(self), no_grad():
             cache = nn.KVCache() if use_cache else None
-            logits = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache)
+            logits = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
+                          logits_to_keep=1)
             for step in range(max_new_tokens):
                 ids = next_tokens(logits.data[:, -1], do_sample, temperature, top_k, top_p)
                 if eos is not None:
@@ -180,10 +182,12 @@ class GenerationMixin:
                     break
                 mask = xp.concatenate([mask, xp.ones((batch, 1), dtype=bool)], axis=1)
                 if use_cache:
-                    logits = self(ids[:, None], attention_mask=mask, past_key_values=cache)
+                    logits = self(ids[:, None], attention_mask=mask, past_key_values=cache,
+                                  logits_to_keep=1)
                 else:   # the whole sequence again: the prompt and every new token
                     new = self.get_input_embeddings()(xp.stack(new_ids, axis=1))
-                    logits = self(inputs_embeds=F.cat([embeds, new], dim=1), attention_mask=mask)
+                    logits = self(inputs_embeds=F.cat([embeds, new], dim=1), attention_mask=mask,
+                                  logits_to_keep=1)
         new = xp.stack(new_ids, axis=1) if new_ids else xp.zeros((batch, 0), dtype="int64")
         if input_ids is None:
             return new

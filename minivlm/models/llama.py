@@ -79,13 +79,13 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, width, bias=bias)
 
     def forward(self, hidden_states, cos, sin, attention_mask=None, cache=None):
-        """cos, sin (B, T, head_dim) of the positions; attention_mask bool (B | 1, 1, T, S),
-        True where a query may attend (None: all); cache this layer's nn.cache.LayerCache."""
+        """cos, sin (B, 1, T, head_dim) of the positions (the same for every head);
+        attention_mask bool (B | 1, 1, T, S), True where a query may attend (None: all); cache
+        this layer's nn.cache.LayerCache."""
         batch, length, _ = hidden_states.shape
         q = self._heads(self.q_proj(hidden_states), self.num_heads)
         k = self._heads(self.k_proj(hidden_states), self.num_key_value_heads)
         v = self._heads(self.v_proj(hidden_states), self.num_key_value_heads)
-        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)              # the same angles per head
         q, k = F.apply_rotary_pos_emb(q, cos, sin), F.apply_rotary_pos_emb(k, cos, sin)
         if cache is not None:
             k, v = cache.update(k, v)
@@ -146,7 +146,7 @@ class LlamaModel(nn.Module):
         mask = padding_mask(attention_mask, batch, past + length)
         if position_ids is None:
             position_ids = position_ids_for(mask, past, length, backend.xp_of(x.data))
-        cos, sin = self.rotary_emb(x, position_ids)
+        cos, sin = (angle.unsqueeze(1) for angle in self.rotary_emb(x, position_ids))  # per head
         allowed = allowed_keys(mask, length, past + length, x.device)
         for i, layer in enumerate(self.layers):
             cache = None if past_key_values is None else past_key_values[i]
@@ -156,7 +156,8 @@ class LlamaModel(nn.Module):
 
 class LlamaForCausalLM(GenerationMixin, nn.Module):
     """The Llama decoder and its LM head: forward(input_ids=None, attention_mask=None,
-    position_ids=None, past_key_values=None, inputs_embeds=None) -> logits (B, T, vocab_size)
+    position_ids=None, past_key_values=None, inputs_embeds=None, logits_to_keep=0) -> logits
+    (B, T, vocab_size)
     (see models.generation for the arguments). With tie_word_embeddings the head is the
     embedding matrix (lm_head is None)."""
 
@@ -172,9 +173,10 @@ class LlamaForCausalLM(GenerationMixin, nn.Module):
         return self.model.embed_tokens
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None,
-                past_key_values=None, inputs_embeds=None):
+                past_key_values=None, inputs_embeds=None, logits_to_keep=0):
+        """logits_to_keep: the logits of the last so many positions only (0: all)."""
         hidden = self.model(input_ids, attention_mask, position_ids, past_key_values,
                             inputs_embeds)
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight)
+        return F.linear(hidden[:, -logits_to_keep:] if logits_to_keep else hidden, weight)
 

@@ -94,10 +94,11 @@ class CausalLM(GenerationMixin, nn.Module):
         return self.token_embedding
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None,
-                past_key_values=None, inputs_embeds=None):
+                past_key_values=None, inputs_embeds=None, logits_to_keep=0):
         """input_ids (B, T) or inputs_embeds (B, T, width); attention_mask (B, cached + T), 0 at
         padding; position_ids (B, T) (default: counted from the mask); past_key_values an
-        nn.KVCache, read and extended -> logits (B, T, vocab_size)."""
+        nn.KVCache, read and extended; logits_to_keep: of the last so many positions only (0:
+        all) -> logits (B, T, vocab_size)."""
         x = input_embeddings(self.token_embedding, input_ids, inputs_embeds)
         (batch, length), past = x.shape[:2], past_length(past_key_values)
         mask = padding_mask(attention_mask, batch, past + length)
@@ -109,7 +110,8 @@ class CausalLM(GenerationMixin, nn.Module):
         for i, block in enumerate(self.blocks):
             cache = None if past_key_values is None else past_key_values[i]
             x = block(x, src_mask=causal, src_key_padding_mask=padding, cache=cache)
-        return F.linear(self.norm(x), self.token_embedding.weight)   # tied output layer
+        x = self.norm(x[:, -logits_to_keep:] if logits_to_keep else x)
+        return F.linear(x, self.token_embedding.weight)   # tied output layer
 
 
 class MaskedLMHead(nn.Module):
