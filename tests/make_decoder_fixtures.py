@@ -31,6 +31,8 @@ TOKENIZER_TEXTS = [
     "<|im_start|>user\nhello there<|im_end|>",
     "naïve café — 東京 😀 ٣",
     "don't you'll we've I'M",
+    "version  2 of  10,\n 42 x  3",     # two spaces before a digit: Digits splits them off first
+    "def f(x):\n    return  2 * x  + 1\n",
     "",
 ]
 
@@ -93,7 +95,9 @@ def train_tokenizer():
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=420, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
-    tokenizer.train_from_iterator(corpus(400, seed=3) + TOKENIZER_TEXTS, trainer)
+    # the texts 20 times, so that runs of spaces ("ĠĠ") get merges: then splitting the digits off
+    # first (" 2" of "of  2" no longer joins the space before it) changes the tokens
+    tokenizer.train_from_iterator(corpus(400, seed=3) + TOKENIZER_TEXTS * 20, trainer)
     return tokenizer
 
 

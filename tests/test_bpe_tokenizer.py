@@ -221,6 +221,21 @@ def test_reads_a_hugging_face_byte_level_bpe_exactly(hf_tokenizer):
         assert hf_tokenizer.decode(ids) == decoded == text
 
 
+def test_merges_go_by_rank_not_by_id(tmp_path):
+    """The merges list, not the ids, sets the order of merging: the fixture with the ids of its
+    merged tokens reversed encodes each text to the same tokens under their new ids."""
+    config = json.loads((HF_FIXTURE / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = config["model"]["vocab"]
+    merged = sorted(vocab[left + right] for left, right in config["model"]["merges"])
+    new_id = dict(zip(merged, reversed(merged)))
+    config["model"]["vocab"] = {token: new_id.get(i, i) for token, i in vocab.items()}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config))
+    tokenizer = BPETokenizer.load(tmp_path / "tokenizer.json")
+    expected = json.loads((HF_FIXTURE / "expected.json").read_text(encoding="utf-8"))
+    for text, ids in zip(expected["texts"], expected["ids"]):
+        assert tokenizer.encode(text) == [new_id.get(i, i) for i in ids], text
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(mixed_text | st.sampled_from(["<|im_start|>", "<|im_end|>", " 123", "4.5"]),
                 max_size=4))

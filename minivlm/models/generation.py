@@ -145,7 +145,7 @@ class GenerationMixin:
                  inputs_embeds=None, pad_token_id=None, streamer=None):
         """Continue each prompt by up to max_new_tokens tokens, as transformers' generate.
 
-        input_ids (B, T) integer array or Tensor (left-padded, with attention_mask (B, T) 0 at
+        input_ids (B, T) integer array, Tensor or nested list (left-padded, with attention_mask (B, T) 0 at
         the padding, for prompts of different lengths) -> ids (B, T + n), the prompt and then
         the n <= max_new_tokens new tokens; with inputs_embeds (B, T, D) instead, the new tokens
         alone (B, n). Greedy unless do_sample (then temperature, top_k, top_p shape the
@@ -156,6 +156,9 @@ class GenerationMixin:
         streamer: called with each step's new ids (B,) as they come (to print them).
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p)
+        if input_ids is not None and not isinstance(input_ids, Tensor) \
+                and not backend.is_array(input_ids):
+            input_ids = backend.default_xp().asarray(input_ids)       # lists of ids
         embeds = input_embeddings(self.get_input_embeddings(), input_ids, inputs_embeds)
         xp, device = backend.xp_of(embeds.data), embeds.device
         batch, length = embeds.shape[:2]
