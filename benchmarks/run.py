@@ -231,8 +231,9 @@ def row_cells(row, rate):
 
     target = row.get("target") or TARGET_RATIO[row["kind"]]
     met = "" if ratio is None else (" ✓" if ratio <= target else " ✗")
+    target_text = "—" if ratio is None else f"≤ {target:.3g}{met}"
     return [row["name"], row["kind"], fmt(ours * 1e3, ".0f"), fmt(theirs and theirs * 1e3, ".0f"),
-            fmt(ratio, ".2f"), "—" if ratio is None else f"≤ {target:.3g}{met}", fmt(achieved / 1e9, ".1f"),
+            fmt(ratio, ".2f"), target_text, fmt(achieved / 1e9, ".1f"),
             fmt(100 * achieved / rate, ".0f"),
             fmt(peak.get("minivlm") and peak["minivlm"] / 2 ** 20, ".0f"),
             fmt(peak.get("torch") and peak["torch"] / 2 ** 20, ".0f"), fmt(mem_ratio, ".2f"),

@@ -93,7 +93,8 @@ def train_tokenizer():
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(vocab_size=420, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    trainer = trainers.BpeTrainer(vocab_size=420,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     # the texts 20 times, so that runs of spaces ("ĠĠ") get merges: then splitting the digits off
     # first (" 2" of "of  2" no longer joins the space before it) changes the tokens

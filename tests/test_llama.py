@@ -145,7 +145,7 @@ def test_transformers_reads_the_saved_directory(tmp_path):
     np.testing.assert_array_equal(reloaded(ids).numpy(), ours(ids).numpy())
 
 
-# --- the model on its own ---------------------------------------------------------------------------
+# --- the model on its own -------------------------------------------------------------------------
 
 def test_gradients_match_finite_differences():
     model = tiny_llama(4, num_hidden_layers=1, hidden_size=8, num_attention_heads=2,

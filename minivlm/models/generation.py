@@ -14,8 +14,8 @@ A decoder generates through GenerationMixin when its forward is
 embeddings with the image spliced in, so the image is encoded once; attention_mask (B, S) with 1
 for real tokens and 0 for padding, S counting the cached positions too; past_key_values a
 KVCache that the call reads and extends; logits_to_keep=1 computes the last position's logits
-only (0: all). The helpers below give such a forward its positions,
-its masks and its input embeddings.
+only (0: all). The helpers below give such a forward its positions, its masks and its input
+embeddings.
 
 Batched prompts of different lengths are left-padded (padding first, attention mask 0 there):
 each row's positions count its real tokens only, no token attends to padding, and every row's
@@ -145,8 +145,8 @@ class GenerationMixin:
                  inputs_embeds=None, pad_token_id=None, streamer=None):
         """Continue each prompt by up to max_new_tokens tokens, as transformers' generate.
 
-        input_ids (B, T) integer array, Tensor or nested list (left-padded, with attention_mask (B, T) 0 at
-        the padding, for prompts of different lengths) -> ids (B, T + n), the prompt and then
+        input_ids (B, T) integer array, Tensor or nested list (left-padded, with attention_mask
+        (B, T) 0 at the padding, for prompts of different lengths) -> ids (B, T + n), the prompt then
         the n <= max_new_tokens new tokens; with inputs_embeds (B, T, D) instead, the new tokens
         alone (B, n). Greedy unless do_sample (then temperature, top_k, top_p shape the
         distribution; minivlm.manual_seed makes it reproducible). A row that has produced

@@ -39,4 +39,5 @@ class KVCache:
 
     def get_seq_length(self):
         """The number of positions cached (0 before the first step)."""
-        return 0 if not self.layers or self.layers[0].keys is None else self.layers[0].keys.shape[-2]
+        first = self.layers[0].keys if self.layers else None
+        return 0 if first is None else first.shape[-2]
