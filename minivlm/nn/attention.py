@@ -174,7 +174,7 @@ class MultiheadAttention(Module):
             init.zeros_(self.out_proj.bias)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                attn_mask=None, average_attn_weights=True, is_causal=False):
+                attn_mask=None, average_attn_weights=True, is_causal=False, cache=None):
         """query (L, N, E), key (S, N, kdim), value (S, N, vdim) — (N, L, E) ... with batch_first,
         or (L, E), (S, kdim), (S, vdim) unbatched — -> (output like query, weights or None).
 
@@ -183,6 +183,9 @@ class MultiheadAttention(Module):
         as a hint beside attn_mask = that causal mask; here the mask may be left out).
         weights: (N, L, S) averaged over the heads, or (N, num_heads, L, S), without N unbatched.
         need_weights=False runs the fused F.scaled_dot_product_attention instead.
+        cache (minivlm's, for self-attention in a decoder): a nn.cache.LayerCache; this call's
+        keys and values are appended to it and the queries attend to all of them (S counts the
+        cached positions too, in the masks).
         """
         batched = self._check_inputs(query, key, value)
         if not batched:  # one sequence: a batch of one
@@ -193,7 +196,7 @@ class MultiheadAttention(Module):
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
 
         output, weights = self._attend(query, key, value, key_padding_mask, attn_mask, is_causal,
-                                       need_weights)
+                                       need_weights, cache)
 
         if weights is not None and average_attn_weights:
             weights = weights.mean(dim=1)
@@ -201,9 +204,12 @@ class MultiheadAttention(Module):
             return output.squeeze(0), None if weights is None else weights.squeeze(0)
         return (output if self.batch_first else output.transpose(0, 1)), weights
 
-    def _attend(self, query, key, value, key_padding_mask, attn_mask, is_causal, need_weights):
+    def _attend(self, query, key, value, key_padding_mask, attn_mask, is_causal, need_weights,
+                cache=None):
         """Batch-first: -> the (N, L, E) output and the (N, heads, L, S) weights or None."""
         q, k, v = (self._split_heads(x) for x in self._in_projection(query, key, value))
+        if cache is not None:
+            k, v = cache.update(k, v)
         mask = self._merged_mask(attn_mask, key_padding_mask, is_causal, q, k)
         p = self.dropout if self.training else 0.0
         if need_weights:
