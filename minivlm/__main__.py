@@ -20,6 +20,7 @@ COMMANDS = {
     "train-lm": ("lm", "train a small causal or masked language model on the built-in corpus"),
     "train-clip": ("clip", "train a small CLIP from scratch on the built-in captioned shapes"),
     "zero-shot": ("zero_shot", "classify images with a CLIP checkpoint and label names"),
+    "generate": ("generate", "continue a prompt with a llama or gpt2 decoder directory"),
     "train-vision": ("vision", "train a small ViT, Swin or ResNet classifier on the built-in "
                                "shapes"),
 }

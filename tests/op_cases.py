@@ -570,6 +570,72 @@ def _multihead(module, **kw):
     return output if weights is None else output.sum() + weights.sum()
 
 
+@st.composite
+def _rms_norm_inputs(draw):
+    lead = draw(shapes(0, 2, max_side=3))
+    normalized = draw(shapes(1, 2).filter(lambda s: math.prod(s) > 1))
+    inputs = {"x": draw(distinct_arrays(lead + normalized))}
+    if draw(st.booleans()):
+        inputs["weight"] = draw(arrays(normalized))
+    return inputs, {"normalized_shape": normalized, "eps": draw(st.sampled_from([1e-5, 1e-6]))}
+
+
+@st.composite
+def _gqa_inputs(draw):
+    """Grouped-query attention: 1–3 key/value heads, each shared by 1–3 query heads; no mask, a
+    boolean (L, S) mask, a float mask per query head or is_causal."""
+    batch = draw(shapes(0, 1, max_side=2))
+    kv_heads, group = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    queries, keys, width = (draw(st.integers(1, 4)) for _ in range(3))
+    heads = kv_heads * group
+    inputs = {"q": draw(arrays((*batch, heads, queries, width))),
+              "k": draw(arrays((*batch, kv_heads, keys, width))),
+              "v": draw(arrays((*batch, kv_heads, keys, width)))}
+    params = {"enable_gqa": True}
+    mask = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    if mask == "bool":
+        allowed = draw(hnp.arrays(np.bool_, (queries, keys)))
+        allowed[:, 0] = True
+        params["attn_mask"] = allowed
+    elif mask == "float":
+        inputs["attn_mask"] = draw(arrays((heads, queries, keys)))
+    elif mask == "causal":
+        params["is_causal"] = True
+    return inputs, params
+
+
+@st.composite
+def _rotary_inputs(draw):
+    """x (..., T, D) with D even, explicit position ids (..., T) (left padding makes them start
+    anywhere), a rope_theta."""
+    lead = draw(shapes(0, 2, max_side=2))
+    length, half = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    position_ids = draw(hnp.arrays(np.int64, (*lead[:1], length), elements=st.integers(0, 40)))
+    theta = draw(st.sampled_from([10000.0, 100000.0, 3.5]))
+    return ({"x": draw(arrays((*lead, length, 2 * half)))},
+            {"position_ids": position_ids, "theta": theta})
+
+
+def _rotary_ours(x, position_ids, theta):
+    cos, sin = F.rotary_cos_sin(position_ids, x.shape[-1], theta, x.dtype)
+    if x.ndim == 4:                                          # (B, heads, T, D): one angle per head
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return F.apply_rotary_pos_emb(x, cos, sin)
+
+
+def _rotary_theirs(torch, x, position_ids, theta):
+    """transformers' Llama RoPE (rotate_half form), in float64."""
+    dim = x.shape[-1]
+    inverse_frequency = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = position_ids[..., None].double() * inverse_frequency
+    emb = torch.cat([angles, angles], dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    if x.ndim == 4:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    rotated = torch.cat([-x[..., dim // 2:], x[..., :dim // 2]], dim=-1)
+    return x * cos + rotated * sin
+
+
 LAYERS = [
     OpCase("conv1d", _conv1d_inputs(), F.conv1d,
            lambda torch, x, weight, bias=None, **kw: _tf(torch).conv1d(x, weight, bias, **kw)),
@@ -587,6 +653,12 @@ LAYERS = [
            lambda torch, weight, ids, padding_idx: _tf(torch).embedding(ids, weight, padding_idx)),
     OpCase("scaled_dot_product_attention", _attention_inputs(), F.scaled_dot_product_attention,
            lambda torch, q, k, v, **kw: _tf(torch).scaled_dot_product_attention(q, k, v, **kw)),
+    OpCase("grouped_query_attention", _gqa_inputs(), F.scaled_dot_product_attention,
+           lambda torch, q, k, v, **kw: _tf(torch).scaled_dot_product_attention(q, k, v, **kw)),
+    OpCase("rms_norm", _rms_norm_inputs(), F.rms_norm,
+           lambda torch, x, normalized_shape, weight=None, eps=None:
+           _tf(torch).rms_norm(x, normalized_shape, weight, eps)),
+    OpCase("rotary_embedding", _rotary_inputs(), _rotary_ours, _rotary_theirs),
 ]
 
 CASES = ELEMENTWISE + MATRIX + REDUCTIONS + SHAPES + INDEXING + JOINING + LAYERS

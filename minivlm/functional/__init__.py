@@ -7,14 +7,16 @@ backward passes that keep only what backward needs.
 
 The ops by family, one module each:
 
-    elementwise   add, sub, mul, div, pow; exp, log, sin, cos, ... clamp; relu, gelu, silu, ...
+    elementwise   add, sub, mul, div, pow; exp, log, sin, cos, ... clamp; relu, gelu, quick_gelu,
+                  silu, ...
     tensor_ops    matmul, einsum; sum, mean, var, max, amax, norm, ...; reshape, permute, ...;
                   cast, to_backend; cat, stack, split, unbind, chunk, repeat, roll, pad, where,
                   masked_fill, clone, meshgrid
     indexing      getitem, setitem, gather, sort, argsort, topk, tril, triu, multinomial
-    layers        linear, softmax, log_softmax, logsumexp, layer_norm, normalize, cross_entropy,
-                  embedding, dropout
-    attention     scaled_dot_product_attention
+    layers        linear, softmax, log_softmax, logsumexp, layer_norm, rms_norm, normalize,
+                  cross_entropy, embedding, dropout
+    attention     scaled_dot_product_attention (grouped-query too), rotary_cos_sin,
+                  apply_rotary_pos_emb
     multihead     multi_head_attention_forward (nn.MultiheadAttention's computation), additive_mask
     conv          conv1d, conv2d, avg_pool2d, max_pool2d, adaptive_avg_pool2d, batch_norm
 
@@ -34,9 +36,11 @@ from .tensor_ops import (Cast, Cat, Clone, Einsum, Expand, MatMul, MaxMin, MaxRe
                          meshgrid, min, norm, pad, permute, repeat, reshape, roll, split, squeeze,
                          stack, sum, to_backend, transpose, unbind, unsqueeze, var, view, where)
 from .layers import (CrossEntropy, Dropout, Embedding, LayerNorm, Linear, LogSoftmax, LogSumExp,
-                     Softmax, cross_entropy, dropout, embedding, layer_norm, linear, log_softmax,
-                     logsumexp, normalize, softmax)
-from .attention import ScaledDotProductAttention, scaled_dot_product_attention
+                     RMSNorm, Softmax, cross_entropy, dropout, embedding, layer_norm, linear,
+                     log_softmax, logsumexp, normalize, rms_norm, softmax)
+from .attention import (RotaryEmbedding, ScaledDotProductAttention, apply_rotary_pos_emb,
+                        grouped_query_attention, rotary_cos_sin, rotate_half,
+                        scaled_dot_product_attention)
 from .multihead import additive_mask, multi_head_attention_forward
 from .conv import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, MaxPool2d, adaptive_avg_pool2d,
                    avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d)

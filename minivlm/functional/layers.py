@@ -1,5 +1,5 @@
-"""The ops of the layers: linear, softmax and friends, layer norm and normalize, cross-entropy,
-embedding and dropout.
+"""The ops of the layers: linear, softmax and friends, layer norm, RMS norm and normalize,
+cross-entropy, embedding and dropout.
 
 Each coarse op has a hand-written backward that keeps only what it needs; softmax and layer norm
 run their array chains block by block on the CPU (cpu.by_blocks), through the functions
@@ -10,6 +10,7 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import xp_of
+from . import cpu
 from .cpu import along, by_blocks
 from .elementwise import abs, clamp, div, mul, pow
 from .tensor_ops import permute, reshape, sum
@@ -18,14 +19,18 @@ from .tensor_ops import permute, reshape, sum
 # --- linear --------------------------------------------------------------------------------------
 
 class Linear(Function):
-    """y = x Wᵀ + b over the last dim of x (..., in) with W (out, in): one 2-d GEMM each way."""
+    """y = x Wᵀ + b over the last dim of x (..., in) with W (out, in): one 2-d GEMM each way.
+    A few rows (generating token by token) go as (W xᵀ)ᵀ, which OpenBLAS runs about twice as fast
+    as x Wᵀ for 2–16 rows (benchmarks/NOTES.md)."""
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features "
                              f"but the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        rows = x.reshape(-1, x.shape[-1])
+        y = (weight @ rows.T).T if len(rows) <= cpu.FEW_ROWS and not backend.is_cupy_array(x) \
+            else rows @ weight.T
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -169,6 +174,67 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
                          f"normalized_shape {expected}")
     affine = [t for t in (weight, bias) if t is not None]
     return LayerNorm.apply(x, *affine, n_dims=len(expected), eps=eps, has_weight=weight is not None)
+
+
+class RMSNorm(Function):
+    """x / sqrt(mean(x²) + eps) over the trailing `n_dims` dims, then weight·x̂ (Zhang & Sennrich
+    2019; Llama's norm): no mean is taken out and there is no bias. Computed in float32 at
+    least (as transformers' LlamaRMSNorm), the result cast back to x's dtype before the weight.
+    Keeps x and each row's 1/rms."""
+
+    def forward(self, x, *weight, n_dims=1, eps=1e-6):
+        self.shape, self.normalized_shape = x.shape, x.shape[x.ndim - n_dims:]
+        self.x = x.reshape(-1, math.prod(self.normalized_shape))
+        self.weight = weight[0].reshape(-1) if weight else None
+        y, self.rstd = by_blocks(rms_norm_rows, [self.x], eps, self.weight)
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        gx, g_xhat = by_blocks(rms_norm_grad_rows, [g.reshape(self.x.shape), self.x, self.rstd],
+                               self.weight)
+        if self.weight is None:
+            return gx.reshape(self.shape)
+        return (gx.reshape(self.shape) if self.needs_input_grad[0] else None,
+                g_xhat.sum(axis=0).reshape(self.normalized_shape))
+
+
+def _at_least_float32(x):
+    return x if x.dtype.itemsize >= 4 else x.astype("float32")
+
+
+def rms_norm_rows(x, eps, weight):
+    """Rows x (r, D) -> y, and the 1/rms (r, 1) of each row (in float32 at least)."""
+    xp, wide = xp_of(x), _at_least_float32(x)
+    rstd = 1 / xp.sqrt(xp.einsum("ij,ij->i", wide, wide)[:, None] / x.shape[-1] + eps)
+    y = (wide * rstd).astype(x.dtype, copy=False)
+    if weight is not None:
+        y *= weight
+    return y, rstd
+
+
+def rms_norm_grad_rows(g, x, rstd, weight):
+    """Rows -> the gradient for x, and Σ g·x̂ over the rows (1, D) for the weight:
+    dx = (ĝ − x̂·mean(ĝ·x̂)) / rms with ĝ = weight·g."""
+    xp = xp_of(x)
+    xhat = _at_least_float32(x) * rstd
+    g_xhat = xp.einsum("ij,ij->j", g, xhat)[None].astype(g.dtype, copy=False)
+    g_hat = g * weight if weight is not None else g
+    grad = xhat * (xp.einsum("ij,ij->i", g_hat, xhat)[:, None] / x.shape[-1])
+    xp.subtract(g_hat, grad, out=grad)
+    grad *= rstd
+    return grad.astype(g.dtype, copy=False), g_xhat
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """RMS norm of x (..., *normalized_shape) over its trailing dims, as torch's F.rms_norm
+    (eps None: the machine epsilon of x's dtype)."""
+    expected = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(expected):]) != expected:
+        raise ValueError(f"rms_norm: input of shape {tuple(x.shape)} does not end in "
+                         f"normalized_shape {expected}")
+    eps = float(xp_of(x.data).finfo(x.dtype).eps) if eps is None else eps
+    weight = () if weight is None else (weight,)
+    return RMSNorm.apply(x, *weight, n_dims=len(expected), eps=eps)
 
 
 def normalize(x, p=2.0, dim=1, eps=1e-12):

@@ -34,7 +34,8 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
                                  key_padding_mask=None, need_weights=True, attn_mask=None,
                                  use_separate_proj_weight=False, q_proj_weight=None,
                                  k_proj_weight=None, v_proj_weight=None, static_k=None,
-                                 static_v=None, average_attn_weights=True, is_causal=False):
+                                 static_v=None, average_attn_weights=True, is_causal=False,
+                                 cache=None):
     """torch's F.multi_head_attention_forward, sequence first.
 
     query (L, N, E), key (S, N, kdim), value (S, N, vdim), or (L, E), (S, kdim), (S, vdim)
@@ -43,7 +44,9 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     learned key and value; add_zero_attn one zero key and value. key_padding_mask (N, S),
     attn_mask (L, S) or (N·heads, L, S): bool True = not allowed, float = added to E;
     is_causal forbids looking ahead. weights (N, L, S) averaged over the heads, or
-    (N, heads, L, S); need_weights=False runs the fused scaled_dot_product_attention."""
+    (N, heads, L, S); need_weights=False runs the fused scaled_dot_product_attention.
+    cache (minivlm's, for self-attention in a decoder): an nn.cache.LayerCache that this call's
+    keys and values extend and that lends the earlier ones (S counts them in the masks)."""
     if static_k is not None or static_v is not None:
         raise NotImplementedError("multi_head_attention_forward: static_k / static_v are not "
                                   "supported")
@@ -60,12 +63,15 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
     weights = ((q_proj_weight, k_proj_weight, v_proj_weight) if use_separate_proj_weight
                else split(in_proj_weight, E, dim=0))
     biases = split(in_proj_bias, E) if in_proj_bias is not None else (None,) * 3
-    q, k, v = (linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-    masks = _masks(attn_mask, key_padding_mask, is_causal, N, num_heads, L, k.shape[0], q)
+    q, k, v = (_split_heads(linear(x, w, b), N, num_heads, head_dim)
+               for x, w, b in zip((query, key, value), weights, biases))
+    if cache is not None:
+        k, v = cache.update(k, v)
+    masks = _masks(attn_mask, key_padding_mask, is_causal, N, num_heads, L, k.shape[2], q)
     if bias_k is not None and bias_v is not None:   # one more key and value, never masked
-        k, v = cat([k, repeat(bias_k, 1, N, 1)]), cat([v, repeat(bias_v, 1, N, 1)])
+        k, v = (cat([x, repeat(_split_heads(b, 1, num_heads, head_dim), N, 1, 1, 1)], dim=2)
+                for x, b in ((k, bias_k), (v, bias_v)))
         masks = [_pad_key(m) for m in masks]
-    q, k, v = (_split_heads(x, N, num_heads, head_dim) for x in (q, k, v))
     if add_zero_attn:
         zeros = Tensor(backend.xp_of(k.data).zeros((N, num_heads, 1, head_dim), dtype=k.dtype))
         k, v = cat([k, zeros], dim=2), cat([v, zeros], dim=2)

@@ -169,7 +169,7 @@ class MultiheadAttention(Module):
             init.xavier_normal_(self.bias_v)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                attn_mask=None, average_attn_weights=True, is_causal=False):
+                attn_mask=None, average_attn_weights=True, is_causal=False, cache=None):
         """query (L, N, E), key (S, N, kdim), value (S, N, vdim) — (N, L, E) ... with batch_first,
         or (L, E), (S, kdim), (S, vdim) unbatched — -> (output like query, weights or None).
 
@@ -178,6 +178,9 @@ class MultiheadAttention(Module):
         as a hint beside attn_mask = that causal mask; here the mask may be left out).
         weights: (N, L, S) averaged over the heads, or (N, num_heads, L, S), without N unbatched.
         need_weights=False runs the fused F.scaled_dot_product_attention instead.
+        cache (minivlm's, for self-attention in a decoder): a nn.cache.LayerCache; this call's
+        keys and values are appended to it and the queries attend to all of them (S counts the
+        cached positions too, in the masks).
         """
         self._check_inputs(query, key, value)
         if self.batch_first and query.ndim == 3:   # the functional form is sequence first
@@ -190,7 +193,7 @@ class MultiheadAttention(Module):
             use_separate_proj_weight=not self._qkv_same_embed_dim,
             q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight,
             v_proj_weight=self.v_proj_weight, average_attn_weights=average_attn_weights,
-            is_causal=is_causal)
+            is_causal=is_causal, cache=cache)
         if self.batch_first and query.ndim == 3:
             output = output.transpose(0, 1)
         return output, weights

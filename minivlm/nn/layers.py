@@ -1,4 +1,4 @@
-"""The basic layers: Linear, LayerNorm, Embedding, Dropout, the activations, and the MLP.
+"""The basic layers: Linear, LayerNorm, RMSNorm, Embedding, Dropout, the activations, and the MLP.
 
 Each holds its parameters and calls one function of `minivlm.functional`; shapes, defaults and
 initialisation follow torch.nn so that a torch checkpoint loads and gives the same outputs.
@@ -69,6 +69,29 @@ class LayerNorm(Module):
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class RMSNorm(Module):
+    """x / √(mean(x²) + eps) · weight over the trailing `normalized_shape` dims (torch.nn.RMSNorm;
+    Llama's norm, computed in float32 at least). eps None: the machine epsilon of x's dtype."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=None,
+                 device=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        self.normalized_shape, self.eps = tuple(shape), eps
+        self.elementwise_affine = elementwise_affine
+        self.weight = None
+        if elementwise_affine:
+            self.weight = init.ones_(empty_parameter(*self.normalized_shape, dtype=dtype,
+                                                    device=device))
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
 
 
 class Embedding(Module):
@@ -150,7 +173,7 @@ class ReLU(Module):
 
 
 class SiLU(Module):
-    """x·σ(x), the swish of SwiGLU."""
+    """x·σ(x), the swish of Llama's gated MLP (SwiGLU)."""
 
     def __init__(self, inplace=False):
         super().__init__()

@@ -22,8 +22,8 @@ import numpy as np
 from .. import plots
 from ..autograd import manual_seed, tensor
 from ..data.text import corpus
-from ..models.lm import (IGNORE_INDEX, OBJECTIVES, LMConfig, build_model, fill_mask, generate,
-                         lm_loss, mask_tokens)
+from ..models.lm import (IGNORE_INDEX, OBJECTIVES, LMConfig, build_model, fill_mask, lm_loss,
+                         mask_tokens)
 from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
@@ -195,6 +195,9 @@ def run(args):
         model = build_model(LMConfig(settings["objective"], tokenizer.vocab_size,
                                      settings["seq_len"], settings["width"], settings["layers"],
                                      settings["heads"]))
+    if settings["objective"] == "causal":   # config.json's ids, as GPT-2's: `minivlm generate`
+        training_run.extra_config.update(bos_token_id=tokenizer.bos_id,
+                                         eos_token_id=tokenizer.eos_id)
     print(f"{settings['objective']} LM: {model.num_parameters():,} parameters, {model.config}")
     sentences = train_sentences(settings)
     train(model, tokenizer, token_stream(sentences, tokenizer), settings["steps"],
@@ -234,18 +237,21 @@ def tokenizer_for(path, sentences, vocab_size):
 
 
 def show_samples(model, tokenizer, sentences, temperature, top_k):
-    """Print each sentence's first half and the model's sampled continuation."""
+    """Print each sentence's first half (at most half the context) and the model's sampled
+    continuation, which fills the rest of the context at most."""
     print(f"samples (temperature {temperature}, top-k {top_k}): prompt | continuation")
+    context = model.config.context_length
     for sentence in sentences:
         words = sentence.split()
         prompt = " ".join(words[:max(1, len(words) // 2)])
-        prompt_ids = np.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)]])
-        ids = generate(model, tensor(prompt_ids).data, max_new_tokens=30,
-                       temperature=temperature, top_k=top_k, eos_id=tokenizer.eos_id)
+        prompt_ids = np.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)][:context // 2]])
+        ids = model.generate(tensor(prompt_ids).data, context - prompt_ids.shape[1],
+                             do_sample=True, temperature=temperature, top_k=top_k,
+                             eos_token_id=tokenizer.eos_id)
         continuation = tensor(ids).tolist()[0][prompt_ids.shape[1]:]
         if tokenizer.eos_id in continuation:
             continuation = continuation[:continuation.index(tokenizer.eos_id)]
-        print(f"  {prompt} |{tokenizer.decode(continuation)}")
+        print(f"  {tokenizer.decode(prompt_ids[0, 1:].tolist())} |{tokenizer.decode(continuation)}")
 
 
 def show_filled_masks(model, tokenizer, sentences):
