@@ -20,8 +20,8 @@ import numpy as np
 import minivlm as mv
 import minivlm.functional as F
 from minivlm.models import ViT, SwinTransformer, swin_t, vit_b16
-from minivlm.models.clip import (CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config,
-                                 clip_loss)
+from minivlm.losses import clip_loss
+from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config
 from minivlm.models.clip import VisionTransformer
 from minivlm.models.text import TextTransformer
 from minivlm.optim import AdamW
