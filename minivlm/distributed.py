@@ -124,6 +124,9 @@ class _MPI:
     def all_gather(self, send, receive):
         self.world.Allgather(send, receive)
 
+    def reduce_scatter(self, send, receive):
+        self.world.Reduce_scatter_block(send, receive)
+
 
 class _NCCL:
     """Collectives on contiguous CuPy arrays over NCCL, on the current stream; MPI hands NCCL's
@@ -164,6 +167,10 @@ class _NCCL:
         self.communicator.allGather(send.data.ptr, receive.data.ptr, send.size,
                                     self._type(send), self._stream())
 
+    def reduce_scatter(self, send, receive):
+        self.communicator.reduceScatter(send.data.ptr, receive.data.ptr, receive.size,
+                                        self._type(send), self.nccl.NCCL_SUM, self._stream())
+
 
 @functools.cache
 def _transport(kind):
@@ -201,16 +208,19 @@ def _gathered(array):
 
 
 class AllGather(Function):
-    """all_gather's op: (n, ...) -> (N·n, ...); backward: the gradient summed over the ranks,
-    this rank's rows of it."""
+    """all_gather's op: (n, ...) -> (N·n, ...); backward: this rank's n rows of the gradient
+    summed over the ranks (a reduce-scatter: half the bytes of an all-reduce)."""
 
     def forward(self, x):
         self.rows = x.shape[0]
         return _gathered(x)
 
     def backward(self, grad):
-        start = rank() * self.rows
-        return all_reduce(grad)[start:start + self.rows]
+        xp = xp_of(grad)
+        grad = xp.ascontiguousarray(grad)
+        rows = xp.empty((self.rows, *grad.shape[1:]), dtype=grad.dtype)
+        _transport(backend.name_of(grad)).reduce_scatter(grad, rows)
+        return rows
 
 
 def all_gather(x):
