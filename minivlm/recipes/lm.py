@@ -101,8 +101,8 @@ def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max
         rng = seeded_rng(seed, TRAIN_STREAM, step)
         inputs, targets = inputs_and_targets(random_windows(stream, batch_size, length, rng),
                                              model.config.objective, tokenizer, rng)
-        # the mean over the whole batch's predicted tokens, in shares whose mean over the ranks
-        # it is (the masked LM's ranks predict different numbers of tokens)
+        # the rank's summed token losses over its share of the batch's token count, so that the
+        # mean over the ranks is the batch's mean (the masked LM's ranks mask different counts)
         share = int((targets != IGNORE_INDEX).sum()) / distributed.world_size()
         inputs, targets = distributed.shard(inputs, targets)
         return lm_loss(model(tensor(inputs)), tensor(targets), reduction="sum") / share

@@ -21,8 +21,9 @@ SwinForImageClassification directory (minivlm's own layout for the ResNet) whose
 the classes, with the resume state, metrics.jsonl, results.json and loss.png beside it.
 
 `mpiexec -n N python -m minivlm train-vision ...` trains on N ranks, each on n/N images of every
-batch of n (recipes.common). The ViT and Swin then compute what one process computes; the
-ResNet's batch norm normalises over each rank's images, as PyTorch's DDP without SyncBatchNorm.
+batch of n (recipes.common). The ViT and Swin then compute what one process computes (to
+rounding); the ResNet's batch norm normalises over each rank's images, as PyTorch's DDP without
+SyncBatchNorm.
 """
 import dataclasses
 from pathlib import Path
