@@ -168,6 +168,9 @@ COMMAND_RUNS = {
                    {"results.json", *clip.FIGURES}),
     "train-vision": (["--image-size", 16, "--held-out", 40], ["parameters", "held-out accuracy:"],
                      {"results.json", "loss.png"}),
+    "train-lm": (["--objective", "mlm", "--seq-len", 16, "--width", 32, "--layers", 1, "--heads",
+                  2, "--sentences", 300, "--vocab-size", 300], ["tokenizer: trained", "perplexity"],
+                 {"results.json", "loss.png", "tokenizer.json"}),
 }
 
 
