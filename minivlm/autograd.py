@@ -278,7 +278,9 @@ class Tensor:
         if g.dtype != self.dtype:
             g = g.astype(self.dtype)
         if self.grad is None:
-            self.grad = Tensor(g.copy())  # own the array: it may alias another node's gradient
+            # own the array (it may alias another node's gradient), an array even where NumPy's
+            # reductions give a scalar (a 0-d leaf), so that clipping can scale it in place
+            self.grad = Tensor(xp_of(g).array(g))
         else:
             self.grad.data += g
 
