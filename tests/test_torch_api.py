@@ -57,7 +57,7 @@ def test_creation_follows_torch_s_dtypes_and_signatures():
     draws = mv.randint(3, 5, (1000,)).numpy()
     assert set(draws.tolist()) == {3, 4} and mv.randint(5, (2, 2)).shape == (2, 2)
     array = np.zeros(3, np.float32)
-    mv.from_numpy(array).data[0] = 5
+    mv.from_numpy(array).array[0] = 5
     assert array[0] == 5                                 # the memory is shared, as torch's
     assert mv.float32 == "float32" and mv.long == mv.int64 == "int64" and x.dtype == mv.float
     assert mv.finfo(x.dtype).max == torch.finfo(torch.float32).max
@@ -328,3 +328,22 @@ def test_save_and_load_state_dicts_never_pickles(tmp_path):
     torch.save({"weight": torch.ones(2)}, tmp_path / "pickled.pt")
     with pytest.raises(io.CheckpointError, match="minivlm never loads pickles"):
         mv.load(tmp_path / "pickled.pt")
+
+
+def test_data_is_a_tensor_outside_the_graph_sharing_memory():
+    weight = nn.Linear(3, 2).weight
+    assert isinstance(weight.data, mv.Tensor) and not weight.data.requires_grad
+    weight.data.normal_(0.0, 0.02)                       # the initialisation idiom of torch code
+    weight.data[0] = 1.0
+    assert weight.requires_grad and (weight.numpy()[0] == 1.0).all()
+    assert 0 < np.abs(weight.numpy()[1]).max() < 0.2
+    x = mv.ones(2, 3, requires_grad=True)
+    (weight.data * x).sum().backward()                   # .data takes no part in the gradient
+    assert weight.grad is None and x.grad is not None
+    (weight * x).sum().backward()
+    weight.grad.data.zero_()
+    assert (weight.grad.numpy() == 0).all()
+    weight.data = mv.zeros(4, 3, dtype=mv.float64)       # any shape and dtype, as torch's
+    assert weight.shape == (4, 3) and weight.dtype == np.float64 and weight.requires_grad
+    with pytest.raises(TypeError, match="expected a Tensor, got ndarray"):
+        weight.data = np.zeros(3)
