@@ -29,6 +29,8 @@ COMMANDS = {
     "generate": ("generate", "continue a prompt with a llama or gpt2 decoder directory"),
     "train-vision": ("vision", "train a small ViT, Swin or ResNet classifier on the built-in "
                                "shapes"),
+    "experiment": ("experiment", "measure one of the lecture's claims (minivlm experiment --help "
+                                 "lists them)"),
 }
 
 

@@ -1,6 +1,6 @@
 """Optimizers (SGD, AdamW), learning-rate schedules and gradient clipping, as torch.optim.
 
-An optimizer updates each parameter's array in place (`param.data`), in the parameter's own
+An optimizer updates each parameter's array in place (`param.array`), in the parameter's own
 dtype: hyperparameters are Python floats, which NumPy and CuPy apply without upcasting a float32
 array. Its state (momenta, step counts) is saved by `state_dict()` as NumPy arrays and Python
 numbers, so a training run resumes exactly from a checkpoint.
@@ -49,14 +49,14 @@ class Optimizer:
                 if set_to_none:
                     param.grad = None
                 else:
-                    param.grad.data[...] = 0
+                    param.grad.array[...] = 0
 
     def step(self):
         """Update every parameter that has a gradient."""
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
-                    self._update(param.data, param.grad.data, self.state.setdefault(param, {}),
+                    self._update(param.array, param.grad.array, self.state.setdefault(param, {}),
                                  group)
 
     def _update(self, param, grad, state, group):
@@ -182,6 +182,21 @@ class AdamW(Optimizer):
         param -= step_size * m / denom
 
 
+class Adam(AdamW):
+    """torch.optim.Adam: AdamW's update, but weight decay is L2, added to the gradient
+    (g ← g + wd·θ, coupled with the moments), and 0 by default."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+    def _update(self, param, grad, state, group):
+        weight_decay = float(group["weight_decay"])
+        if weight_decay:
+            grad = grad + weight_decay * param
+        super()._update(param, grad, state, {**group, "weight_decay": 0.0})
+
+
 def _check_non_negative(**hyperparameters):
     for name, value in hyperparameters.items():
         if not value >= 0:
@@ -279,7 +294,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coefficient min(1, max_norm / (total_norm + 1e-6)). Returns the norm before clipping
     (a 0-d Tensor; norm_type may be float('inf'))."""
     parameters = [parameters] if isinstance(parameters, Tensor) else parameters
-    grads = [p.grad.data for p in parameters if p.grad is not None]
+    grads = [p.grad.array for p in parameters if p.grad is not None]
     if not grads:
         return Tensor(backend.default_xp().zeros((), dtype="float32"))
     xp = xp_of(*grads)

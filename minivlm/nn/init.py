@@ -1,8 +1,8 @@
 """Parameter initialisation, as torch.nn.init: each function fills a tensor in place and returns it.
 
 Random values come from the backend's generator (`minivlm.manual_seed` makes them reproducible);
-they are drawn in float64 and stored in the tensor's own dtype. Writing into `.data` records
-nothing in the graph.
+they are drawn in float64 and stored in the tensor's own dtype. They write into the
+tensor's array: filling a parameter records nothing in the graph.
 """
 import math
 
@@ -11,12 +11,12 @@ from ..backend import xp_of
 
 
 def _fill(tensor, values):
-    tensor.data[...] = values
+    tensor.array[...] = values
     return tensor
 
 
 def _rng(tensor):
-    return backend.rng(xp_of(tensor.data))
+    return backend.rng(xp_of(tensor.array))
 
 
 def uniform_(tensor, a=0.0, b=1.0):
@@ -39,7 +39,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
         raise ValueError(f"trunc_normal_: [a, b] = [{a}, {b}] holds only {mass:.1e} of the mass "
                          f"of N({mean}, {std}²); choose bounds nearer the mean")
     rng = _rng(tensor)
-    values = mean + std * rng.standard_normal(tensor.data.size)
+    values = mean + std * rng.standard_normal(tensor.array.size)
     outside = (values < a) | (values > b)
     while outside.any():
         values[outside] = mean + std * rng.standard_normal(int(outside.sum()))
