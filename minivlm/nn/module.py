@@ -170,7 +170,8 @@ class Module:
 
     def to(self, target):
         """Move every parameter and buffer, in place, to a backend ('numpy'/'cpu', 'cupy'/'cuda'),
-        or cast the floating-point ones to a dtype ('float32', 'float64'); returns self.
+        or cast the floating-point ones to a dtype ('float32', 'float64'; those already in it
+        keep their arrays); returns self.
         Integer buffers (position ids, index tables) keep their dtype, as in torch."""
         for tensor in (*self.parameters(), *self.buffers()):
             tensor.data = _converted(tensor.data, target)
@@ -197,10 +198,14 @@ class Module:
         return tensors
 
     # --- saving and loading -------------------------------------------------------------------
-    def state_dict(self):
-        """OrderedDict dotted name -> detached Tensor: the parameters and persistent buffers.
-        A parameter shared by two modules appears under both names, as in torch."""
-        return OrderedDict((name, tensor.detach()) for name, tensor in self._state_tensors().items())
+    def state_dict(self, keep_vars=False):
+        """OrderedDict dotted name -> detached Tensor: the parameters and persistent buffers
+        (keep_vars=True: the Parameters and buffers themselves, as in torch). A parameter shared
+        by two modules appears under both names, as in torch."""
+        tensors = self._state_tensors()
+        if keep_vars:
+            return tensors
+        return OrderedDict((name, tensor.detach()) for name, tensor in tensors.items())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values (Tensors or NumPy/CuPy arrays) into the existing parameters and buffers,
@@ -290,7 +295,7 @@ def _converted(array, target):
     """`array` on backend `target`, or cast to dtype `target` if it is floating point."""
     if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend.ALIASES):
         return backend.to_backend(array, target)
-    return array.astype(target) if array.dtype.kind == "f" else array
+    return array.astype(target, copy=False) if array.dtype.kind == "f" else array
 
 
 class ModuleList(Module):
