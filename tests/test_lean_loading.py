@@ -76,7 +76,7 @@ def redrawn(model, seed=0):
     for tensor in model.state_dict(keep_vars=True).values():
         values = rng.uniform(0.5, 1.5, tensor.shape) if tensor.dtype.kind == "f" \
             else rng.integers(2, 9, tensor.shape)
-        tensor.data[...] = values
+        tensor.array[...] = values
     return model.eval()
 
 
@@ -179,12 +179,12 @@ def test_mmap_keeps_float32_tensors_as_read_only_maps_of_the_file(tmp_path):
     saved_model("gpt2", tmp_path)
     mapped, copied = load_pretrained(tmp_path, mmap=True), load_pretrained(tmp_path)
     weight = mapped.blocks[0].linear1.weight   # transposed from GPT-2's Conv1D: a view still
-    assert maps_a_file(weight.data) and not weight.data.flags.writeable
-    assert not maps_a_file(copied.blocks[0].linear1.weight.data)
+    assert maps_a_file(weight.array) and not weight.array.flags.writeable
+    assert not maps_a_file(copied.blocks[0].linear1.weight.array)
     with pytest.raises(ValueError, match="read-only"):
-        weight.data[0, 0] = 0
+        weight.array[0, 0] = 0
     as_float64 = load_pretrained(tmp_path, dtype="float64", mmap=True)
-    assert not maps_a_file(as_float64.blocks[0].linear1.weight.data)   # converted: a copy
+    assert not maps_a_file(as_float64.blocks[0].linear1.weight.array)   # converted: a copy
     np.testing.assert_array_equal(outputs("gpt2", mapped), outputs("gpt2", copied))
 
 
@@ -203,7 +203,7 @@ def test_half_precision_files_are_widened_tensor_by_tensor(tmp_path):
     io.save_safetensors(stored, tmp_path / "model.safetensors")
     loaded = load_pretrained(tmp_path, mmap=True)
     weight = loaded.visual.conv1.weight
-    assert weight.dtype == np.float32 and weight.data.flags.writeable   # F16: copied, widened
+    assert weight.dtype == np.float32 and weight.array.flags.writeable   # F16: copied, widened
     np.testing.assert_array_equal(
         weight.numpy(), original.visual.conv1.weight.numpy().astype(np.float16))
 
@@ -359,9 +359,9 @@ def test_loading_peaks_at_the_models_size_not_the_file_twice(tmp_path):
             image_resolution=32, layers=4, width=256, patch_size=8, heads=4), text=CLIPTextConfig(
             width=256, layers=4, heads=4)))
     for tensor in model.state_dict(keep_vars=True).values():
-        tensor.data[...] = 0.5
-    size = sum(tensor.data.nbytes for tensor in model.state_dict().values())
-    in_proj = sum(tensor.data.nbytes for name, tensor in model.state_dict().items()
+        tensor.array[...] = 0.5
+    size = sum(tensor.array.nbytes for tensor in model.state_dict().values())
+    in_proj = sum(tensor.array.nbytes for name, tensor in model.state_dict().items()
                   if "in_proj" in name)
     save_pretrained(model, tmp_path / "f32")
     del model

@@ -188,7 +188,7 @@ def load_state(model, state, mmap=False):
     for name, values in state.items():
         target = targets[name]
         mapped = values.mapped() if mmap and isinstance(values, io.LazyArray) else None
-        if mapped is not None and mapped.dtype == target.dtype and not is_cupy_array(target.data):
-            target.data = mapped
+        if mapped is not None and mapped.dtype == target.dtype and not is_cupy_array(target.array):
+            target.array = mapped
         else:
-            io.copy_into(target.data, values, xp_of(target.data).asarray)
+            io.copy_into(target.array, values, xp_of(target.array).asarray)
