@@ -14,6 +14,7 @@ import minivlm as mv
 from minivlm import io, nn
 from minivlm.models import ViT
 from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from minivlm.models.llama import LlamaConfig, LlamaForCausalLM
 from minivlm.models.lm import CausalLM, LMConfig, MaskedLM
 from minivlm.models.resnet import small_resnet
 from minivlm.models.swin import SwinConfig, SwinTransformer
@@ -53,6 +54,11 @@ SMALL_MODELS = {
     "minivlm_masked_lm": (lambda: MaskedLM(LMConfig("mlm", vocab_size=11, context_length=8,
                                                     width=8, layers=2, heads=2)),
                           lambda model: [model(IDS)]),
+    "llama": (lambda: LlamaForCausalLM(LlamaConfig(vocab_size=11, hidden_size=8,
+                                                   intermediate_size=12, num_hidden_layers=2,
+                                                   num_attention_heads=2, num_key_value_heads=1,
+                                                   max_position_embeddings=8)),
+              lambda model: [model(IDS)]),
 }
 
 
