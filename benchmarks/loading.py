@@ -6,8 +6,7 @@
 The checkpoints are made here, by transformers with random weights (torch seed 0), in a
 temporary directory: CLIP ViT-B/32 (transformers' CLIPConfig defaults, 151 M parameters) saved
 in F32 and in F16, and a SmolLM2-135M-shaped llama (hidden 576, 30 layers, 9 heads, 3 key-value
-heads, MLP 1536, vocabulary 49,152, tied embeddings) in F32 and in BF16. The llama rows need a
-llama loader in minivlm (issue 10); where `minivlm.pretrained.ARCHITECTURES` has none they say so.
+heads, MLP 1536, vocabulary 49,152, tied embeddings) in F32 and in BF16.
 
 Each row runs in a fresh subprocess per run: it imports its library, makes the input (one
 224×224 image of normal noise; for the llama 16 token ids), loads and runs a tiny model of the
@@ -52,7 +51,6 @@ import numpy as np
 from benchmarks.run import RESULTS, REPO, _status_kib, machine, save
 
 TARGET_MEMORY = 1.1          # × the model's float32 size
-LLAMA_PENDING = "pending issue 10 (no llama loader in this build)"
 CASES = {   # name: (model type, file dtype, description)
     "clip_f32": ("clip", "F32", "CLIP ViT-B/32, F32 file"),
     "clip_f16": ("clip", "F16", "CLIP ViT-B/32, F16 file"),
@@ -187,28 +185,21 @@ def measure(case, library, mode, directory, result_path, threads):
 
 # --- the suite -----------------------------------------------------------------------------------
 
-def rows_of(case, has_llama):
+def rows_of(case):
     """(library, mode) of each row of a case: minivlm's modes, then transformers."""
-    model_type, file_dtype, _ = CASES[case]
-    modes = ["copy", "mmap"] if file_dtype == "F32" else ["copy"]
-    ours = [("minivlm", mode) for mode in modes]
-    if model_type == "llama" and not has_llama:
-        ours = [("minivlm", "pending")]
-    return ours + [("transformers", "lazy")]
+    modes = ["copy", "mmap"] if CASES[case][1] == "F32" else ["copy"]
+    return [("minivlm", mode) for mode in modes] + [("transformers", "lazy")]
 
 
 def run_case(case, runs, threads, scratch, log):
     """Every row of one case, `runs` rounds of fresh subprocesses, rows alternating."""
-    from minivlm.pretrained import ARCHITECTURES
     directory = scratch / case
     make_checkpoint(case, directory)
     make_checkpoint(case, scratch / f"{case}-tiny", tiny=True)
-    rows = rows_of(case, "llama" in ARCHITECTURES)
+    rows = rows_of(case)
     measured = {row: [] for row in rows}
     for run in range(runs):
         for library, mode in rows:
-            if mode == "pending":
-                continue
             result_path = scratch / f"{case}-{library}-{mode}.npy"
             measured[(library, mode)].append(
                 measure(case, library, mode, directory, result_path, threads))
@@ -238,8 +229,6 @@ def row_cells(case, row, theirs):
     name = f"{case['description']} ({case['float32_bytes'] / 2 ** 20:.0f} MiB as float32)"
     library = row["library"] if row["library"] == "transformers" else \
         f"minivlm ({'mmap=True' if row['mode'] == 'mmap' else row['mode']})"
-    if "first_s" not in row:
-        return [name, library, LLAMA_PENDING] + ["—"] * (len(COLUMNS) - 3)
     size_ratio = row["peak_bytes"] / case["float32_bytes"]
     if row["library"] == "transformers":
         target = "—"
