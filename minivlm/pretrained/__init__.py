@@ -11,13 +11,18 @@ model (clip, vit, swin, gpt2: transformers' from_pretrained reads what save_pret
 minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm). One module per family
 (vision.py, clip.py, lm.py) holds its name table and config conversions; another family
 registers itself by adding its Architectures to FAMILIES.
+
+Loading draws no random weights (the model is built under nn.init.no_init: names.empty_model)
+and reads each tensor once, straight into the parameter that holds it (io.open_safetensors), so
+that memory peaks at the model's size; with mmap=True the tensors stored in the model's dtype
+stay read-only maps of the file, read as they are used.
 """
 import json
 from pathlib import Path
 
 from .. import io
 from . import clip, llama, lm, vision
-from .names import check_compatible
+from .names import check_compatible, empty_model, load_state
 
 FAMILIES = (vision, clip, lm, llama)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
@@ -39,18 +44,37 @@ def read_config(directory):
 
 
 def read_checkpoint(directory):
-    """{name: np.ndarray} from model.safetensors or from the shards its index lists."""
+    """{name: io.StoredTensor} (nothing read yet) of model.safetensors, or of the shards its
+    index lists, shard after shard."""
     directory = Path(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.is_file():
-        return io.load_safetensors(single)
+        return io.open_safetensors(single)
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {name: array for shard in shards
-                for name, array in io.load_safetensors(directory / shard).items()}
+        checkpoint = {}
+        for shard in _shards(index):
+            tensors = io.open_safetensors(directory / shard)
+            repeated = sorted(tensors.keys() & checkpoint.keys())
+            if repeated:
+                raise io.CheckpointError(directory / shard, f"holds tensors another shard holds "
+                                                            f"too: {', '.join(repeated)}")
+            checkpoint.update(tensors)
+        return checkpoint
     found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise FileNotFoundError(f"{directory} holds no model.safetensors (found: {found}); "
                             f"minivlm reads safetensors only, never pickled .bin files")
+
+
+def _shards(index):
+    """The shard file names of a model.safetensors.index.json, each once, in order."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return sorted(set(weight_map.values()))
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            AttributeError) as error:
+        raise io.CheckpointError(index, f"is not a shard index with a weight_map of tensor "
+                                        f"names to files ({type(error).__name__}: {error})"
+                                 ) from None
 
 
 def architecture_of(config_json, where):
@@ -61,10 +85,11 @@ def architecture_of(config_json, where):
     return ARCHITECTURES[model_type]
 
 
-def load_pretrained(directory, dtype="float32"):
+def load_pretrained(directory, dtype="float32", mmap=False):
     """The minivlm model of a model directory, in eval mode, with its parameters in `dtype`.
     A checkpoint that does not fit raises one io.CheckpointError listing every unknown, missing,
-    unexpected and mis-shaped tensor."""
+    unexpected and mis-shaped tensor. mmap=True keeps the tensors the file holds in `dtype` as
+    read-only maps of it (for inference: nothing is read until used; see names.load_state)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory (a model directory holds "
@@ -73,19 +98,20 @@ def load_pretrained(directory, dtype="float32"):
     architecture = architecture_of(config_json, directory)
     checkpoint = read_checkpoint(directory)
     state, unknown = architecture.to_minivlm(checkpoint)
-    model = architecture.build_model(architecture.config_from_json(config_json, checkpoint))
-    model.to(dtype)
+    config = architecture.config_from_json(config_json, checkpoint)
+    model = empty_model(lambda: architecture.build_model(config), dtype)
     check_compatible(model, state, unknown, architecture.checkpoint_name, directory)
-    model.load_state_dict(state)
+    load_state(model, state, mmap)
     return model.eval()
 
 
-def load_clip(path, dtype="float32", config=None):
+def load_clip(path, dtype="float32", config=None, mmap=False):
     """CLIP from a Hugging Face CLIP directory or an OpenAI-named .safetensors file, in eval
-    mode, its parameters in `dtype` (config: see pretrained.clip.load_openai)."""
+    mode, its parameters in `dtype` (config: see pretrained.clip.load_openai; mmap: see
+    load_pretrained)."""
     path = Path(path)
     if path.is_file():
-        return clip.load_openai(path, dtype, config)
+        return clip.load_openai(path, dtype, config, mmap)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such CLIP checkpoint (a Hugging Face directory or "
                                 f"an OpenAI-named .safetensors file)")
@@ -93,7 +119,7 @@ def load_clip(path, dtype="float32", config=None):
     if model_type != "clip":
         raise ValueError(f"{path}: expected a Hugging Face config with model_type 'clip', got "
                          f"{model_type!r}")
-    return load_pretrained(path, dtype)
+    return load_pretrained(path, dtype, mmap)
 
 
 def save_pretrained(model, directory, extra_config=None, metadata=None):
