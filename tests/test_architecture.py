@@ -33,7 +33,7 @@ ALLOWED = {
     "plots": {"io"},
     "testing": {"backend", "autograd"},
     "eval": {"backend", "autograd"},
-    "pretrained": ENGINE | {"nn", "models", "io"},
+    "pretrained": ENGINE | {"nn", "models", "io", "preprocess"},
     "recipes": ENGINE | {"nn", "models", "optim", "io", "progress", "preprocess", "data",
                          "tokenizers", "plots", "eval", "pretrained", "__init__"},
     "__main__": {"recipes"},

@@ -17,6 +17,7 @@ shape with one that is there as often as not); which of two is further left.
 from .scenes import caption
 from .shapes import COLOURS, SHAPES
 
+IGNORE_INDEX = -100   # a label that does not count in the loss (cross_entropy's ignore_index)
 IMAGE = "<image>"
 TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately "
             "completes the request.\nInstruction: {instruction}\nInput: " + IMAGE + "\nResponse: ")
@@ -111,3 +112,16 @@ def instruct(objects, rng, task=None):
         if task is not None:
             raise ValueError(f"task {task!r} does not apply to this scene: {objects}")
         names.remove(name)
+
+
+def response_labels(prompt_ids, response_ids, eos_id, ignore_index=IGNORE_INDEX):
+    """One training example: ids = prompt, response, EOS; labels = ignore_index for every
+    prompt token (the template, the instruction, the image tokens) and the ids themselves for
+    the response and the EOS — the loss of instruction tuning counts the answer only. An empty
+    response is an error: the example would teach nothing but the EOS."""
+    prompt_ids, response_ids = list(prompt_ids), list(response_ids)
+    if not response_ids:
+        raise ValueError("response_labels: the response is empty (only the EOS would be "
+                         "supervised)")
+    ids = prompt_ids + response_ids + [eos_id]
+    return ids, [ignore_index] * len(prompt_ids) + response_ids + [eos_id]

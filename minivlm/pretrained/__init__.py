@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from .. import io
+from ..preprocess import MEAN, STD
 from . import clip, llama, lm, vision
 from .names import check_compatible
 
@@ -51,6 +52,26 @@ def read_checkpoint(directory):
     found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise FileNotFoundError(f"{directory} holds no model.safetensors (found: {found}); "
                             f"minivlm reads safetensors only, never pickled .bin files")
+
+
+def write_preprocessor_config(directory, image_size, normalize):
+    """preprocessor_config.json as Hugging Face's CLIPImageProcessor reads it: resize the
+    shortest side to image_size, centre crop, and normalise with CLIP's mean and std or (for
+    models trained on pixels in [0, 1], as minivlm's built-in images are) not."""
+    config = {"image_processor_type": "CLIPImageProcessor", "do_resize": True,
+              "size": {"shortest_edge": image_size}, "do_center_crop": True,
+              "crop_size": {"height": image_size, "width": image_size}, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": normalize, "resample": 3,
+              "image_mean": list(MEAN), "image_std": list(STD)}
+    with io.atomic_write(Path(directory) / "preprocessor_config.json") as f:
+        f.write(json.dumps(config, indent=2).encode("utf-8"))
+
+
+def normalizes_images(directory):
+    """Whether the model of `directory` reads CLIP-normalised pixels: its
+    preprocessor_config.json's do_normalize (true without one, as Hugging Face's CLIPs)."""
+    path = Path(directory) / "preprocessor_config.json"
+    return json.loads(path.read_text()).get("do_normalize", True) if path.is_file() else True
 
 
 def architecture_of(config_json, where):
