@@ -5,7 +5,7 @@ question with one right answer, put into the lecture's template.
                appropriately completes the request.
                Instruction: {instruction}
                Input: <image>
-               Response: "
+               Response:"   (the response follows as " " + answer, one BPE word)
 
     task, instruction, response = instruct(objects, rng)          # one task drawn at random
     instruct(objects, rng, task="count")  -> ("count", "How many shapes are there?", "two")
@@ -20,7 +20,7 @@ from .shapes import COLOURS, SHAPES
 IGNORE_INDEX = -100   # a label that does not count in the loss (cross_entropy's ignore_index)
 IMAGE = "<image>"
 TEMPLATE = ("Below is an instruction that describes a task. Write a response that appropriately "
-            "completes the request.\nInstruction: {instruction}\nInput: " + IMAGE + "\nResponse: ")
+            "completes the request.\nInstruction: {instruction}\nInput: " + IMAGE + "\nResponse:")
 NUMBERS = ("zero", "one", "two", "three")
 
 
