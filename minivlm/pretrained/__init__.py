@@ -7,20 +7,21 @@ torch, never pickle).
 A directory holds config.json and model.safetensors (or shards listed in
 model.safetensors.index.json), in F32, F16 or BF16. config.json's `model_type` picks an
 `Architecture` (names.py) from `ARCHITECTURES`: Hugging Face's layout where transformers has the
-model (clip, vit, swin, gpt2: transformers' from_pretrained reads what save_pretrained writes),
-minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm). One module per family
-(vision.py, clip.py, lm.py) holds its name table and config conversions; another family
-registers itself by adding its Architectures to FAMILIES.
+model (clip, vit, swin, gpt2, llama, llava: transformers' from_pretrained reads what
+save_pretrained writes), minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm,
+minivlm_llava). One module per family (vision.py, clip.py, lm.py, llama.py, llava.py) holds its
+name table and config conversions; another family registers itself by adding its Architectures
+to FAMILIES.
 """
 import json
 from pathlib import Path
 
 from .. import io
 from ..preprocess import MEAN, STD
-from . import clip, llama, lm, vision
+from . import clip, llama, llava, lm, vision
 from .names import check_compatible
 
-FAMILIES = (vision, clip, lm, llama)
+FAMILIES = (vision, clip, lm, llama, llava)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
 
 
@@ -120,8 +121,8 @@ def load_clip(path, dtype="float32", config=None):
 def save_pretrained(model, directory, extra_config=None, metadata=None):
     """Write `model` as a model directory that load_pretrained reads back: config.json (with the
     entries of `extra_config` added, e.g. id2label) and model.safetensors (with `metadata`, str
-    to str), each to a temporary name and then renamed. For clip, vit, swin and gpt2 it is
-    Hugging Face's layout."""
+    to str), each to a temporary name and then renamed. For clip, vit, swin, gpt2, llama and
+    llava it is Hugging Face's layout."""
     architecture = architecture_for(model)
     config_json = {**architecture.config_to_json(model), **(extra_config or {})}
     checkpoint = architecture.to_checkpoint({name: tensor.numpy() for name, tensor
@@ -136,9 +137,9 @@ def save_pretrained(model, directory, extra_config=None, metadata=None):
 
 
 def architecture_for(model):
-    """The Architecture that saves `model` (by its class)."""
+    """The Architecture that saves `model` (by its class, and its `saves` test)."""
     for architecture in ARCHITECTURES.values():
-        if type(model) is architecture.model_class:
+        if architecture.can_save(model):
             return architecture
     known = sorted({a.model_class.__name__ for a in ARCHITECTURES.values()})
     raise TypeError(f"save_pretrained: no model directory layout for {type(model).__name__}; "
