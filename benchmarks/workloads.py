@@ -19,9 +19,9 @@ import numpy as np
 
 import minivlm as mv
 import minivlm.functional as F
+from minivlm.losses import clip_loss
 from minivlm.models import LlamaConfig, LlamaForCausalLM, ViT, SwinTransformer, swin_t, vit_b16
-from minivlm.models.clip import (CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config,
-                                 clip_loss)
+from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config
 from minivlm.models.clip import VisionTransformer
 from minivlm.models.text import TextTransformer
 from minivlm.optim import AdamW

@@ -156,6 +156,22 @@ class Tanh(Function):
 
 
 
+class Sin(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).sin(x)
+
+    def backward(self, g): return g * xp_of(g).cos(self.x)
+
+
+class Cos(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).cos(x)
+
+    def backward(self, g): return -g * xp_of(g).sin(self.x)
+
+
 class Sigmoid(Function):
     def forward(self, x):
         self.y = scaled_sigmoid(x)
@@ -280,6 +296,8 @@ def log(x): return Log.apply(x)
 def sqrt(x): return Sqrt.apply(x)
 def abs(x): return Abs.apply(x)
 def tanh(x): return Tanh.apply(x)
+def sin(x): return Sin.apply(x)
+def cos(x): return Cos.apply(x)
 def sigmoid(x): return Sigmoid.apply(x)
 def relu(x): return ReLU.apply(x)
 def gelu(x, approximate="none"): return GELU.apply(x, approximate=approximate)

@@ -99,8 +99,13 @@ class LogSumExp(Function):
         return g * xp_of(g).exp(self.x - self.lse)
 
 
-def softmax(x, dim=-1): return Softmax.apply(x, dim=dim)
-def log_softmax(x, dim=-1): return LogSoftmax.apply(x, dim=dim)
+def softmax(x, dim=-1, dtype=None):
+    """softmax along `dim` (computed in `dtype` when given, as torch)."""
+    return Softmax.apply(x if dtype is None else x.to(dtype), dim=dim)
+
+
+def log_softmax(x, dim=-1, dtype=None):
+    return LogSoftmax.apply(x if dtype is None else x.to(dtype), dim=dim)
 def logsumexp(x, dim, keepdim=False): return LogSumExp.apply(x, dim=dim, keepdim=keepdim)
 
 
@@ -242,9 +247,12 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
 # --- losses ------------------------------------------------------------------------------------------
 
 class CrossEntropy(Function):
-    """Mean (or summed) −log softmax(logits)[target], with ignore_index and label smoothing."""
+    """Mean (or summed) −w[y]·log softmax(logits)[y], with class weights w (None: all 1),
+    ignore_index and label smoothing ε, as torch: each row's loss is
+    (1 − ε)·(−w[y]·log p[y]) + ε·(−Σ_c w_c·log p_c / C), the mean divides by Σ w[y]."""
 
-    def forward(self, logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    def forward(self, logits, target, weight=None, ignore_index=-100, label_smoothing=0.0,
+                reduction="mean"):
         xp = xp_of(logits)
         n, c = logits.shape
         self.keep = target != ignore_index
@@ -253,33 +261,40 @@ class CrossEntropy(Function):
             bad = target[self.keep & ((target < 0) | (target >= c))]
             raise IndexError(f"cross_entropy: target {int(bad[0])} is out of range for {c} classes")
         self.logp = LogSoftmax().forward(logits, dim=1)
+        self.weight = weight = None if weight is None else xp.asarray(weight, dtype=logits.dtype)
+        self.row_weight = self.keep.astype(logits.dtype)   # w[y] where counted, 0 where ignored
+        if weight is not None:
+            self.row_weight *= weight[safe_target]
         smooth = label_smoothing
-        picked = self.logp[xp.arange(n), safe_target]
-        loss = -(1 - smooth) * picked - smooth * self.logp.mean(axis=1)
-        loss = loss * self.keep
+        loss = -(1 - smooth) * self.row_weight * self.logp[xp.arange(n), safe_target]
+        if smooth:
+            w = 1 if weight is None else weight
+            loss -= smooth * self.keep * (w * self.logp).mean(axis=1)
         self.target, self.smooth, self.reduction = safe_target, smooth, reduction
-        self.count = self.keep.sum(dtype=logits.dtype) if reduction == "mean" else None
+        self.count = self.row_weight.sum() if reduction == "mean" else None
         if reduction == "none":
             return loss
         total = loss.sum()
         return total / self.count if reduction == "mean" else total
 
     def backward(self, g):
+        """(1 − ε)·w[y]·(p − onehot(y)) + ε·(mean(w)·p − w/C) per counted row, times g."""
         xp = xp_of(g)
         n, c = self.logp.shape
-        grad = xp.exp(self.logp)
-        grad[xp.arange(n), self.target] -= 1 - self.smooth
-        grad -= self.smooth / c
-        weight = self.keep.astype(grad.dtype)
-        if self.reduction == "none":
-            weight = weight * g
-        else:
-            weight = weight * (g / self.count if self.reduction == "mean" else g)
-        return grad * weight[:, None]
+        p = xp.exp(self.logp)
+        grad = (1 - self.smooth) * self.row_weight[:, None] * p
+        grad[xp.arange(n), self.target] -= (1 - self.smooth) * self.row_weight
+        if self.smooth:
+            w = xp.ones(c, dtype=g.dtype) if self.weight is None else self.weight
+            grad += self.smooth * self.keep[:, None] * (w.mean() * p - w / c)
+        scale = g if self.reduction != "mean" else g / self.count
+        return grad * (scale[:, None] if self.reduction == "none" else scale)
 
 
-def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
-    """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...)."""
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...), as
+    torch's F.cross_entropy: class weights `weight` (C,), ignore_index, label_smoothing."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     target_data = target.data if isinstance(target, Tensor) else target
@@ -287,10 +302,15 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
     if tuple(target_data.shape) != expected:
         raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
                          f"shape {expected}, got {tuple(target_data.shape)}")
+    weight_data = weight.data if isinstance(weight, Tensor) else weight
+    if weight_data is not None and tuple(weight_data.shape) != (logits.shape[1],):
+        raise ValueError(f"cross_entropy: weight of shape {tuple(weight_data.shape)} does not "
+                         f"match the {logits.shape[1]} classes of logits {tuple(logits.shape)}")
     if logits.ndim > 2:  # classes last, then one row per position
         logits = reshape(permute(logits, 0, *range(2, logits.ndim), 1), -1, logits.shape[1])
-    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), ignore_index=ignore_index,
-                              label_smoothing=label_smoothing, reduction=reduction)
+    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), weight=weight_data,
+                              ignore_index=ignore_index, label_smoothing=label_smoothing,
+                              reduction=reduction)
     return reshape(loss, expected) if reduction == "none" else loss
 
 

@@ -1,5 +1,5 @@
 """The models, built from minivlm.nn: from minivlm.models import ViT, SwinTransformer, CLIP, ..."""
-from .clip import CLIP, CLIPConfig, CLIPVisionConfig, clip_config, clip_loss
+from .clip import CLIP, CLIPConfig, CLIPVisionConfig, clip_config
 from .llama import LlamaConfig, LlamaForCausalLM
 from .llava import LlavaConfig, LlavaForConditionalGeneration
 from .lm import CausalLM, LMConfig, MaskedLM

@@ -123,9 +123,10 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Zeroes each element with probability p and scales the rest by 1/(1−p), in training only."""
+    """Zeroes each element with probability p and scales the rest by 1/(1−p), in training only.
+    (inplace is accepted for torch's signature; the result is computed out of place.)"""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p}")
@@ -161,16 +162,67 @@ class QuickGELU(Module):
         return F.quick_gelu(x)
 
 
+class ReLU(Module):
+    """max(x, 0). (inplace is accepted for torch's signature; computed out of place.)"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
+    def forward(self, x):
+        return F.relu(x)
+
+
 class SiLU(Module):
-    """x·σ(x), the swish of Llama's gated MLP."""
+    """x·σ(x), the swish of Llama's gated MLP (SwiGLU)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
 
     def forward(self, x):
         return F.silu(x)
 
 
-class ReLU(Module):
+class Tanh(Module):
     def forward(self, x):
-        return F.relu(x)
+        return F.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Softmax(Module):
+    """softmax along `dim` (torch.nn.Softmax)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = -1 if dim is None else dim
+
+    def forward(self, x):
+        return F.softmax(x, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return F.log_softmax(x, self.dim)
+
+
+class Flatten(Module):
+    """x (N, ...) -> (N, product of the rest): dims start_dim ... end_dim flattened into one."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class MLP(Module):

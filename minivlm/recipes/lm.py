@@ -17,9 +17,11 @@ tokenizer.json, the resume state, metrics.jsonl, results.json and loss.png besid
 """
 import dataclasses
 import math
+from pathlib import Path
+
 import numpy as np
 
-from .. import plots
+from .. import distributed, plots
 from ..autograd import manual_seed, tensor
 from ..data.text import corpus
 from ..models.lm import (IGNORE_INDEX, OBJECTIVES, LMConfig, build_model, fill_mask, lm_loss,
@@ -102,7 +104,11 @@ def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max
         rng = seeded_rng(seed, TRAIN_STREAM, step)
         inputs, targets = inputs_and_targets(random_windows(stream, batch_size, length, rng),
                                              objective, tokenizer, rng)
-        return lm_loss(model(tensor(inputs)), tensor(targets))
+        # the rank's summed token losses over its share of the batch's token count, so that the
+        # mean over the ranks is the batch's mean (the masked LM's ranks mask different counts)
+        share = int((targets != IGNORE_INDEX).sum()) / distributed.world_size()
+        inputs, targets = distributed.shard(inputs, targets)
+        return lm_loss(model(tensor(inputs)), tensor(targets), reduction="sum") / share
 
     return fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm,
                unit="tok", scale=batch_size * length)
@@ -185,7 +191,7 @@ def run(args):
     if args.resume is not None:
         settings = resumed_settings(args)
         training_run = Run.resume(args.resume, COMMAND)
-        tokenizer = BPETokenizer.load(training_run.directory / TOKENIZER_FILE)
+        tokenizer = BPETokenizer.load(Path(args.resume) / TOKENIZER_FILE)
         model = load_pretrained(args.resume)
     else:
         settings = settings_from_args(args)
@@ -193,7 +199,8 @@ def run(args):
                                  settings)
         tokenizer = tokenizer_for(args.tokenizer, train_sentences(settings),
                                   settings["vocab_size"])
-        tokenizer.save(training_run.directory / TOKENIZER_FILE)
+        if training_run.directory is not None:      # rank 0 alone writes
+            tokenizer.save(training_run.directory / TOKENIZER_FILE)
         manual_seed(settings["seed"])
         model = build_model(LMConfig(settings["objective"], tokenizer.vocab_size,
                                      settings["seq_len"], settings["width"], settings["layers"],
@@ -205,6 +212,8 @@ def run(args):
     sentences = train_sentences(settings)
     train(model, tokenizer, token_stream(sentences, tokenizer), settings["steps"],
           settings["batch_size"], settings["lr"], seed=settings["seed"], run=training_run)
+    if not distributed.is_main():
+        return 0                     # rank 0 alone evaluates and writes
 
     held_out = held_out_sentences(sentences, seed=settings["seed"])
     windows = consecutive_windows(token_stream(held_out, tokenizer), window_length(model.config))
