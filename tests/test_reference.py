@@ -905,7 +905,7 @@ def test_llava_image_features_match_the_library(strategy):
     model = LlavaForConditionalGeneration(config).double()
     rng = np.random.default_rng(1)
     for p in model.multi_modal_projector.parameters():    # biases too, so a dropped one shows
-        p.data[...] = rng.standard_normal(p.shape)
+        p.array[...] = rng.standard_normal(p.shape)
     pixels = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
     hidden = model.vision_tower.hidden_states(mv.tensor(pixels))[-2].numpy()
     W = {name: p.numpy() for name, p in model.multi_modal_projector.state_dict().items()}

@@ -76,7 +76,7 @@ def option_logprobs(model, prompt, pixel_values, options, eos_id):
     images = backend.numpy.repeat(backend.to_numpy(pixel_values), len(options), axis=0)
     with no_grad():
         logits = model(tensor(ids), pixel_values=images, attention_mask=tensor(mask))
-    logp = backend.to_numpy(logits.data).astype(np.float64)
+    logp = backend.to_numpy(logits.array).astype(np.float64)
     logp -= np.log(np.exp(logp - logp.max(-1, keepdims=True)).sum(-1, keepdims=True)) + \
         logp.max(-1, keepdims=True)
     scores = []

@@ -231,7 +231,7 @@ class LlavaForConditionalGeneration(GenerationMixin, nn.Module):
 
 
 def _data(x):
-    return x.data if isinstance(x, Tensor) else backend.default_xp().asarray(x)
+    return x.array if isinstance(x, Tensor) else backend.default_xp().asarray(x)
 
 
 def _decoder(text_config):
