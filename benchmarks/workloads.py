@@ -386,6 +386,134 @@ def llama_generation(batch, prompt=64, new_tokens=128, use_cache=True, name="lla
                     tokens=batch * new_tokens, repeats=repeats, warmup=repeats is None)
 
 
+def train_vlm_llava(batch_images=None):
+    """The VLM of train-vlm's defaults: the shapes CLIP's vision tower (32², patch 8: 16 image
+    tokens), the mlp2x_gelu projector and a 4-layer width-128 Llama (vocabulary 1024, image token
+    id 1023), in float32."""
+    from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
+    from minivlm.recipes import clip as clip_recipe
+    from minivlm.recipes.vlm import VLMSettings
+    settings = VLMSettings()
+    vision = clip_recipe.shapes_clip_config(settings.image_size).vision
+    width = settings.lm_width
+    text = LlamaConfig(vocab_size=settings.vocab_size, hidden_size=width,
+                       intermediate_size=3 * width, num_hidden_layers=settings.lm_layers,
+                       num_attention_heads=settings.lm_heads,
+                       num_key_value_heads=settings.lm_kv_heads, max_position_embeddings=256,
+                       tie_word_embeddings=True)
+    grid = settings.image_size // vision.patch_size
+    return LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=vision, text_config=text, image_token_id=settings.vocab_size - 1,
+        image_seq_length=grid * grid))
+
+
+def _vlm_inputs(model, batch, prompt):
+    """A batch of prompts for minivlm's `model`: id 1 (a <s>), the image tokens, then random
+    text ids; random images. -> (ids (B, T) int64, pixels (B, 3, R, R) float32)"""
+    config = model.config
+    rng = np.random.default_rng(SEED)
+    text = rng.integers(2, config.image_token_id, (batch, prompt))
+    image = np.full((batch, config.image_seq_length), config.image_token_id)
+    ids = np.concatenate([np.ones((batch, 1), np.int64), image, text], axis=1)
+    size = config.vision_config.image_resolution
+    return ids, rng.standard_normal((batch, 3, size, size), dtype=np.float32)
+
+
+def _transformers_llava(model, device):
+    """transformers' LlavaForConditionalGeneration reading minivlm's saved directory."""
+    import tempfile
+    import transformers
+    with tempfile.TemporaryDirectory() as directory:
+        mv.save_pretrained(model, directory)
+        theirs = transformers.LlavaForConditionalGeneration.from_pretrained(directory)
+    theirs.generation_config.eos_token_id = None
+    return theirs.to(device)
+
+
+def llava_instruction_step(batch=32, prompt=40, response=8):
+    """A stage-2 (instruction tuning) step of train-vlm's VLM: the vision tower frozen, the loss
+    on the last `response` tokens only (labels -100 before), AdamW on the projector and the
+    language model; against transformers' LlavaForConditionalGeneration with the same weights."""
+    def ours(device):
+        model = _seeded(train_vlm_llava).to(device)
+        ids, pixels = _vlm_inputs(model, batch, prompt)
+        labels = np.where(np.arange(ids.shape[1]) >= ids.shape[1] - response, ids, -100)
+        model.vision_tower.requires_grad_(False)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        x, y = mv.tensor(ids, device=device), mv.tensor(labels[:, 1:], device=device)
+        images = mv.tensor(pixels, device=device)
+
+        def loss_of(m):
+            return F.cross_entropy(m(x, images)[:, :-1].flatten(0, 1), y.flatten(),
+                                   ignore_index=-100)
+        return _training_step(model, AdamW(trained, lr=LEARNING_RATE, weight_decay=0.0),
+                              loss_of), model
+
+    def theirs(device, weights_from):
+        import torch
+        source = weights_from if weights_from is not None else ours("numpy")[1]
+        model = _transformers_llava(source, device)
+        ids, pixels = _vlm_inputs(source, batch, prompt)
+        labels = np.where(np.arange(ids.shape[1]) >= ids.shape[1] - response, ids, -100)
+        model.model.vision_tower.requires_grad_(False)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        x, y, images = (_to_torch(a, device) for a in (ids, labels, pixels))
+        return _training_step(model, torch.optim.AdamW(trained, lr=LEARNING_RATE,
+                                                       weight_decay=0.0),
+                              lambda m: m(input_ids=x, pixel_values=images, labels=y).loss)
+
+    config = train_vlm_llava().config
+    vision, text = config.vision_config, config.text_config
+    tokens = 1 + config.image_seq_length + prompt
+    projector = config.image_seq_length * (vision.width + text.hidden_size) * text.hidden_size
+    vision_macs = vit_macs(vision.image_resolution, vision.patch_size, vision.width,
+                           vision.layers - 1, vision.mlp_width or 4 * vision.width)
+    macs = batch * (vision_macs / 3 + projector
+                    + tokens * llama_macs_per_token(text, tokens / 2))   # the tower: forward only
+    return Workload("llava_instruct", "training",
+                    f"train-vlm's stage-2 step (VLM of its defaults: 16 image tokens + {prompt} "
+                    f"text, loss on {response}), batch {batch}, vision tower frozen, AdamW",
+                    2 * 3 * macs, ours, theirs)
+
+
+def llava_generation(batch, prompt=40, new_tokens=16, name="llava_generate"):
+    """Greedy generation with an image by train-vlm's VLM (the image encoded once, KV cache):
+    minivlm's generate against transformers' LlavaForConditionalGeneration.generate."""
+    def ours(device):
+        model = _seeded(train_vlm_llava).to(device).eval()
+        ids, pixels = _vlm_inputs(model, batch, prompt)
+
+        def step():
+            return mv.backend.to_numpy(model.generate(ids, pixel_values=pixels,
+                                                      max_new_tokens=new_tokens))
+        return step, model
+
+    def theirs(device, weights_from):
+        import torch
+        source = weights_from if weights_from is not None else ours("numpy")[1]
+        model = _transformers_llava(source, device).eval()
+        ids, pixels = _vlm_inputs(source, batch, prompt)
+        x, images = _to_torch(ids, device), _to_torch(pixels, device)
+
+        def step():
+            with torch.no_grad():
+                return model.generate(input_ids=x, pixel_values=images, do_sample=False,
+                                      max_new_tokens=new_tokens, pad_token_id=0).cpu().numpy()
+        return step
+
+    config = train_vlm_llava().config
+    vision, text = config.vision_config, config.text_config
+    tokens = 1 + config.image_seq_length + prompt
+    vision_macs = vit_macs(vision.image_resolution, vision.patch_size, vision.width,
+                           vision.layers - 1, vision.mlp_width or 4 * vision.width)
+    macs = batch * (vision_macs + tokens * llama_macs_per_token(text, tokens / 2)
+                    + sum(llama_macs_per_token(text, tokens + t) for t in range(new_tokens)))
+    return Workload(name, "generation",
+                    f"greedy generation of {new_tokens} tokens with an image by train-vlm's VLM "
+                    f"(16 image tokens + {prompt} text), batch {batch}, KV cache on",
+                    2 * macs, ours, theirs, tokens=batch * new_tokens)
+
+
 def cpu_workloads():
     """The CPU suite of the "Performance" issue, then the generation workloads, in table
     order."""
@@ -400,6 +528,9 @@ def cpu_workloads():
         llama_generation(8, name="llama_generate_b8", target=1 / 0.8),
         llama_generation(1, use_cache=False, name="llama_generate_nocache", with_torch=False,
                          repeats=1),
+        llava_instruction_step(),
+        llava_generation(1, name="llava_generate_b1"),
+        llava_generation(32, name="llava_generate_b32"),
     ]
 
 

@@ -1,5 +1,6 @@
-"""PNG figures of a CLIP run: the loss curve, the image × text similarity matrix (the CLIP
-notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6).
+"""PNG figures of the training commands: the loss curve, the image × text similarity matrix (the
+CLIP notebook's figure), a confusion matrix, the few-shot curve (the CLIP paper's Figure 6) and
+the VLM's stages side by side.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -8,6 +9,7 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_similarity(similarity, images, texts, "similarity.png")
     plot_confusion(counts, class_names, "confusion.png")
     plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
+    plot_stages({"before": results, "pretrain": ..., "instruct": ...}, "stages.png")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -114,4 +116,27 @@ def plot_few_shot(accuracies, path, zero_shot=None, linear_probe=None,
            title=title, ylim=(0, 100))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_stages(results, path, title="the VLM after each training stage"):
+    """Exact match per task type (seen pairs), held-out pairs and POPE's F1, one bar per stage
+    ({stage: evaluate()'s dict}), as grouped bars."""
+    stages = list(results)
+    groups = [(task, "exact_match", task) for task in results[stages[-1]]["exact_match"]]
+    groups += [(f"{task}\n(held-out)", "exact_match_held_out", task)
+               for task in results[stages[-1]]["exact_match_held_out"]]
+    figure = Figure(figsize=(11, 4))
+    ax = figure.add_subplot()
+    width = 0.8 / len(stages)
+    for i, stage in enumerate(stages):
+        values = [100 * results[stage][key][task] for _, key, task in groups]
+        values.append(100 * results[stage]["pope"]["f1"])
+        ax.bar(np.arange(len(values)) + (i - (len(stages) - 1) / 2) * width, values, width,
+               label=stage)
+    ax.set_xticks(np.arange(len(groups) + 1), [name for name, _, _ in groups] + ["POPE F1"],
+                  fontsize=8)
+    ax.set(ylabel="exact match (%)", ylim=(0, 100), title=title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
     _save(figure, path)

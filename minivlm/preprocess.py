@@ -39,27 +39,30 @@ def center_crop(image, size):
     return image.crop((left, top, left + size, top + size))
 
 
-def to_pixels(image):
+def to_pixels(image, normalize=True):
     """An RGB image -> float32 (3, H, W): values / 255 (ToTensor), then (x − MEAN) / STD per
-    channel (Normalize)."""
+    channel (Normalize; not with normalize=False, for models trained on pixels in [0, 1] as
+    minivlm's built-in images are)."""
     x = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 255
+    if not normalize:
+        return x
     mean, std = (np.array(v, dtype=np.float32)[:, None, None] for v in (MEAN, STD))
     return (x - mean) / std
 
 
-def preprocess(image, image_size=224):
+def preprocess(image, image_size=224, normalize=True):
     """A PIL image of any size and mode -> CLIP's input, float32 (3, image_size, image_size)."""
     image = center_crop(resize_shortest_side(image, image_size), image_size)
-    return to_pixels(image.convert("RGB"))
+    return to_pixels(image.convert("RGB"), normalize)
 
 
-def load_images(paths, image_size=224):
-    """Image files -> float32 (N, 3, image_size, image_size)."""
+def load_images(paths, image_size=224, normalize=True):
+    """Image files -> float32 (N, 3, image_size, image_size) (see to_pixels for normalize)."""
     pixels = []
     for path in paths:
         try:
             with Image.open(path) as image:
-                pixels.append(preprocess(image, image_size))
+                pixels.append(preprocess(image, image_size, normalize))
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: no such image file") from None
         except (OSError, SyntaxError, ValueError) as error:   # what Pillow raises for bad bytes

@@ -6,6 +6,8 @@ vit.py          Vision Transformer (Hugging Face ViTModel weights)
 swin.py         Swin Transformer: windows, shifts, relative position bias, patch merging
 resnet.py       convolution, batch norm, ResNet (torchvision) and CLIP's modified ResNet
 clip.py         CLIP's contrastive loss and zero-shot classification
+llama.py        RMSNorm, RoPE, grouped-query attention, SwiGLU, the Llama decoder
+llava.py        the VLM's projector, the image splice, instruction tuning's labels
 
 Nothing here imports minivlm or torch: this is what the library is checked against.
 """

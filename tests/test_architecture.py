@@ -41,7 +41,7 @@ ALLOWED = {
     "utils": ENGINE,
     "einops_backend": ENGINE | {"nn"},
     "eval": {"backend", "autograd"},
-    "pretrained": ENGINE | {"nn", "models", "io"},
+    "pretrained": ENGINE | {"nn", "models", "io", "preprocess"},
     "recipes": ENGINE | {"nn", "models", "losses", "optim", "distributed", "io", "progress",
                          "preprocess", "data", "tokenizers", "plots", "eval", "pretrained",
                          "__init__"},

@@ -11,6 +11,7 @@ from hypothesis import given, settings, strategies as st
 from reference import attention as ra
 from reference import clip as rc
 from reference import llama as rl
+from reference import llava as rlv
 from reference import resnet as rr
 from reference import swin as rs
 from reference import transformer as rt
@@ -859,3 +860,82 @@ def test_llama_block_and_model_match_the_library():
     assert_close(rl.llama_block(x, weights, "model.layers.1.", config, positions, causal),
                  expected.numpy())
     assert_close(rl.llama_logits(ids, weights, config), model(ids).numpy())
+
+
+# ------------------------------------------------------------------------------------------ llava
+# reference/llava.py against the library (models.llava) in float64, and labels by hand
+
+@SETTINGS
+@given(rows=st.integers(1, 3), length=st.integers(1, 8), per_image=st.integers(1, 3),
+       D=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_llava_splice_matches_the_library(rows, length, per_image, D, seed):
+    mv, _ = _mv()
+    from minivlm.models.llava import splice_image_features
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, 4, size=(rows, length))              # 3 is the image token
+    images = rng.integers(0, rows * length // per_image + 1)
+    flat = ids.reshape(-1)
+    flat[flat == 3] = 0
+    flat[rng.permutation(flat.size)[:images * per_image]] = 3
+    embeddings = rng.standard_normal((rows, length, D))
+    features = rng.standard_normal((images, per_image, D))
+    expected = splice_image_features(mv.tensor(embeddings), ids, 3, mv.tensor(features)).numpy()
+    assert_close(rlv.splice(embeddings, ids, 3, features), expected)
+
+
+def test_llava_splice_by_hand():
+    embeddings = np.array([[[1.0], [2.0], [3.0]], [[4.0], [5.0], [6.0]]])
+    ids = np.array([[0, 9, 0], [9, 9, 0]])
+    features = np.array([[[10.0]], [[20.0]], [[30.0]]])      # three images of one feature
+    assert rlv.splice(embeddings, ids, 9, features)[..., 0].tolist() == [[1, 10, 3],
+                                                                       [20, 30, 6]]
+
+
+@pytest.mark.parametrize("strategy", ["default", "full"])
+def test_llava_image_features_match_the_library(strategy):
+    mv, _ = _mv()
+    from minivlm.models import CLIPVisionConfig, LlamaConfig
+    from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
+    mv.manual_seed(0)
+    config = LlavaConfig(CLIPVisionConfig(image_resolution=8, layers=2, width=8, patch_size=4,
+                                          heads=2),
+                         LlamaConfig(vocab_size=11, hidden_size=6, intermediate_size=5,
+                                     num_hidden_layers=1, num_attention_heads=3),
+                         image_token_id=10, vision_feature_select_strategy=strategy)
+    model = LlavaForConditionalGeneration(config).double()
+    rng = np.random.default_rng(1)
+    for p in model.multi_modal_projector.parameters():    # biases too, so a dropped one shows
+        p.array[...] = rng.standard_normal(p.shape)
+    pixels = np.random.default_rng(2).standard_normal((2, 3, 8, 8))
+    hidden = model.vision_tower.hidden_states(mv.tensor(pixels))[-2].numpy()
+    W = {name: p.numpy() for name, p in model.multi_modal_projector.state_dict().items()}
+    features = rlv.projector(rlv.select_features(hidden, strategy), W["linear_1.weight"],
+                             W["linear_1.bias"], W["linear_2.weight"], W["linear_2.bias"])
+    assert features.shape == (2, 4 + (strategy == "full"), 6)
+    assert_close(features, model.get_image_features(pixels).numpy())
+
+
+def test_instruction_labels_by_hand():
+    #       template+instruction   image    response  eos  padding
+    ids = np.array([11, 12, 13, 7, 7, 14, 21, 22, 2, 0, 0])
+    labels = rlv.instruction_labels(ids, response_start=6, eos_id=2)
+    assert labels.tolist() == [-100] * 6 + [21, 22, 2] + [-100, -100]
+    assert rlv.instruction_labels(ids[:8], 6, eos_id=2).tolist() == [-100] * 6 + [21, 22]
+    with pytest.raises(ValueError, match="no response"):
+        rlv.instruction_labels(ids[:6], 6, eos_id=2)
+
+
+@SETTINGS
+@given(prompt=st.integers(0, 6), response=st.integers(0, 5), padding=st.integers(0, 4),
+       seed=st.integers(0, 10_000))
+def test_instruction_labels_keep_exactly_the_response_and_its_eos(prompt, response, padding,
+                                                                 seed):
+    rng = np.random.default_rng(seed)
+    eos, pad = 2, 0
+    ids = np.concatenate([rng.integers(3, 50, prompt), rng.integers(3, 50, response), [eos],
+                          np.full(padding, pad)])
+    labels = rlv.instruction_labels(ids, prompt, eos, ignore_index=-7)
+    supervised = (np.arange(len(ids)) >= prompt) & (np.arange(len(ids)) <= prompt + response)
+    assert (labels[supervised] == ids[supervised]).all()
+    assert (labels[~supervised] == -7).all()
+    assert labels[prompt + response] == eos

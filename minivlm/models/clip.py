@@ -126,11 +126,14 @@ class VisionTransformer(nn.Module):
 
     It differs from ViT (vit.py) in its patch embedding conv1 without bias, a layer norm ln_pre
     on the embeddings before the blocks, and a projection proj of the class token after ln_post.
+    output_dim=None: no proj (Hugging Face's CLIPVisionModel, a VLM's vision tower); forward
+    returns the class token after ln_post, (N, width).
     class_embedding, positional_embedding and proj start as N(0, width⁻¹), as OpenAI's; the rest
     keeps torch's default initialisation (OpenAI re-initialises only the text Transformer)."""
 
     def __init__(self, config, output_dim):
         super().__init__()
+        self.config = config
         self.input_resolution, self.output_dim = config.image_resolution, output_dim
         width, patch_size = config.width, config.patch_size
         grid = config.image_resolution // patch_size
@@ -141,16 +144,26 @@ class VisionTransformer(nn.Module):
         self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
                                            config.activation, config.layer_norm_eps)
         self.ln_post = nn.LayerNorm(width, eps=config.layer_norm_eps)
-        self.proj = _normal_parameter(width, output_dim, std=width ** -0.5)
+        self.proj = (None if output_dim is None else
+                     _normal_parameter(width, output_dim, std=width ** -0.5))
 
     def forward(self, x):
+        x = self.ln_post(self.hidden_states(x)[-1][:, 0, :])
+        return x if self.proj is None else x @ self.proj
+
+    def hidden_states(self, x, num_blocks=None):
+        """The token states (N, 1 + grid², width), class token first, as Hugging Face's
+        CLIPVisionModel returns them with output_hidden_states: [0] the input of the first block
+        (after ln_pre), [i] the output of block i (no ln_post). num_blocks: run only the first
+        so many blocks (default all)."""
         x = self.conv1(x)                                          # (N, width, grid, grid)
         n, width = x.shape[:2]
         x = x.reshape(n, width, -1).permute(0, 2, 1)               # (N, grid², width)
         class_token = self.class_embedding.reshape(1, 1, width).expand(n, 1, width)
-        x = F.cat([class_token, x], dim=1) + self.positional_embedding
-        x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0, :]) @ self.proj
+        states = [self.ln_pre(F.cat([class_token, x], dim=1) + self.positional_embedding)]
+        for block in self.transformer.resblocks[:num_blocks]:
+            states.append(block(states[-1]))
+        return states
 
 
 def _normal_parameter(*shape, std):
@@ -179,7 +192,7 @@ class CLIP(nn.Module):
     def encode_image(self, pixels):
         """pixels: float Tensor or array (N, 3, R, R), R = config.vision.image_resolution, as
         preprocess.py makes them -> (N, embed_dim), projected, not normalised."""
-        return self.visual(self._checked_pixels(pixels))
+        return self.visual(checked_pixels(pixels, self.visual, "CLIP.encode_image"))
 
     def encode_text(self, ids):
         """ids: integer token ids (N, L), L <= context_length -> (N, embed_dim), projected, not
@@ -205,14 +218,17 @@ class CLIP(nn.Module):
         data[...] = xp_of(data).minimum(data, MAX_LOGIT_SCALE)
         return self
 
-    def _checked_pixels(self, pixels):
-        """pixels as a Tensor on the image encoder's backend and in its dtype, or a clear error."""
-        pixels = pixels if isinstance(pixels, Tensor) else tensor(pixels)
-        size = self.config.vision.image_resolution
-        if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
-            raise ValueError(f"CLIP.encode_image: expected images of shape (batch, 3, {size}, "
-                             f"{size}), got shape {tuple(pixels.shape)}")
-        weight = self.visual.conv1.weight
-        if pixels.device != weight.device:
-            pixels = pixels.to(weight.device)
-        return pixels if pixels.dtype == weight.dtype else pixels.to(weight.dtype)
+
+def checked_pixels(pixels, encoder, caller):
+    """pixels as a Tensor on an image encoder's backend and in its dtype, or a clear error naming
+    `caller`: (N, 3, R, R) images, R the encoder's input_resolution."""
+    pixels = pixels if isinstance(pixels, Tensor) else tensor(pixels)
+    size = encoder.input_resolution
+    if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, size, size):
+        raise ValueError(f"{caller}: expected images of shape (batch, 3, {size}, {size}), got "
+                         f"shape {tuple(pixels.shape)}")
+    weight = encoder.conv1.weight
+    if pixels.device != weight.device:
+        pixels = pixels.to(weight.device)
+    return pixels if pixels.dtype == weight.dtype else pixels.to(weight.dtype)
+

@@ -138,11 +138,16 @@ def check_sampling(max_new_tokens, temperature, top_k, top_p):
 
 
 class GenerationMixin:
-    """`generate` for a decoder Module with the forward above and get_input_embeddings()."""
+    """`generate` for a decoder Module with the forward above and get_input_embeddings(). A model
+    whose prompt holds more than token ids (a VLM: images) overrides prompt_embeddings."""
+
+    def prompt_embeddings(self, input_ids=None, inputs_embeds=None):
+        """The prompt's (B, T, D) input embeddings, computed once before the first step."""
+        return input_embeddings(self.get_input_embeddings(), input_ids, inputs_embeds)
 
     def generate(self, input_ids=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=None, top_p=None, eos_token_id=None, attention_mask=None, use_cache=True,
-                 inputs_embeds=None, pad_token_id=None, streamer=None):
+                 inputs_embeds=None, pad_token_id=None, streamer=None, **prompt_inputs):
         """Continue each prompt by up to max_new_tokens tokens, as transformers' generate.
 
         input_ids (B, T) integer array, Tensor or nested list (left-padded, with attention_mask
@@ -154,12 +159,14 @@ class GenerationMixin:
         fills the rest of its row; generation stops once every row is finished.
         use_cache=False recomputes the whole sequence for each token (the same ids, slower).
         streamer: called with each step's new ids (B,) as they come (to print them).
+        prompt_inputs: the rest of the prompt, for prompt_embeddings (a VLM's pixel_values).
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p)
         if input_ids is not None and not isinstance(input_ids, Tensor) \
                 and not backend.is_array(input_ids):
             input_ids = backend.default_xp().asarray(input_ids)       # lists of ids
-        embeds = input_embeddings(self.get_input_embeddings(), input_ids, inputs_embeds)
+        with nn.evaluating(self), no_grad():
+            embeds = self.prompt_embeddings(input_ids, inputs_embeds, **prompt_inputs)
         xp, device = backend.xp_of(embeds.array), embeds.device
         batch, length = embeds.shape[:2]
         mask = (xp.ones((batch, length), dtype=bool) if attention_mask is None else

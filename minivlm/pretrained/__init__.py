@@ -7,10 +7,11 @@ torch, never pickle).
 A directory holds config.json and model.safetensors (or shards listed in
 model.safetensors.index.json), in F32, F16 or BF16. config.json's `model_type` picks an
 `Architecture` (names.py) from `ARCHITECTURES`: Hugging Face's layout where transformers has the
-model (clip, vit, swin, gpt2: transformers' from_pretrained reads what save_pretrained writes),
-minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm). One module per family
-(vision.py, clip.py, lm.py) holds its name table and config conversions; another family
-registers itself by adding its Architectures to FAMILIES.
+model (clip, vit, swin, gpt2, llama, llava: transformers' from_pretrained reads what
+save_pretrained writes), minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm,
+minivlm_llava). One module per family (vision.py, clip.py, lm.py, llama.py, llava.py) holds its
+name table and config conversions; another family registers itself by adding its Architectures
+to FAMILIES.
 
 Loading draws no random weights (the model is built under nn.init.no_init: names.empty_model)
 and reads each tensor once, straight into the parameter that holds it (io.open_safetensors), so
@@ -21,10 +22,11 @@ import json
 from pathlib import Path
 
 from .. import io
-from . import clip, llama, lm, vision
+from ..preprocess import MEAN, STD
+from . import clip, llama, llava, lm, vision
 from .names import check_compatible, empty_model, load_state
 
-FAMILIES = (vision, clip, lm, llama)
+FAMILIES = (vision, clip, lm, llama, llava)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
 
 
@@ -77,6 +79,26 @@ def _shards(index):
                                  ) from None
 
 
+def write_preprocessor_config(directory, image_size, normalize):
+    """preprocessor_config.json as Hugging Face's CLIPImageProcessor reads it: resize the
+    shortest side to image_size, centre crop, and normalise with CLIP's mean and std or (for
+    models trained on pixels in [0, 1], as minivlm's built-in images are) not."""
+    config = {"image_processor_type": "CLIPImageProcessor", "do_resize": True,
+              "size": {"shortest_edge": image_size}, "do_center_crop": True,
+              "crop_size": {"height": image_size, "width": image_size}, "do_rescale": True,
+              "rescale_factor": 1 / 255, "do_normalize": normalize, "resample": 3,
+              "image_mean": list(MEAN), "image_std": list(STD)}
+    with io.atomic_write(Path(directory) / "preprocessor_config.json") as f:
+        f.write(json.dumps(config, indent=2).encode("utf-8"))
+
+
+def normalizes_images(directory):
+    """Whether the model of `directory` reads CLIP-normalised pixels: its
+    preprocessor_config.json's do_normalize (true without one, as Hugging Face's CLIPs)."""
+    path = Path(directory) / "preprocessor_config.json"
+    return json.loads(path.read_text()).get("do_normalize", True) if path.is_file() else True
+
+
 def architecture_of(config_json, where):
     model_type = config_json.get("model_type")
     if model_type not in ARCHITECTURES:
@@ -125,8 +147,8 @@ def load_clip(path, dtype="float32", config=None, mmap=False):
 def save_pretrained(model, directory, extra_config=None, metadata=None):
     """Write `model` as a model directory that load_pretrained reads back: config.json (with the
     entries of `extra_config` added, e.g. id2label) and model.safetensors (with `metadata`, str
-    to str), each to a temporary name and then renamed. For clip, vit, swin and gpt2 it is
-    Hugging Face's layout."""
+    to str), each to a temporary name and then renamed. For clip, vit, swin, gpt2, llama and
+    llava it is Hugging Face's layout."""
     architecture = architecture_for(model)
     config_json = {**architecture.config_to_json(model), **(extra_config or {})}
     checkpoint = architecture.to_checkpoint({name: tensor.numpy() for name, tensor
@@ -141,9 +163,9 @@ def save_pretrained(model, directory, extra_config=None, metadata=None):
 
 
 def architecture_for(model):
-    """The Architecture that saves `model` (by its class)."""
+    """The Architecture that saves `model` (by its class, and its `saves` test)."""
     for architecture in ARCHITECTURES.values():
-        if type(model) is architecture.model_class:
+        if architecture.can_save(model):
             return architecture
     known = sorted({a.model_class.__name__ for a in ARCHITECTURES.values()})
     raise TypeError(f"save_pretrained: no model directory layout for {type(model).__name__}; "

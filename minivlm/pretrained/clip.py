@@ -171,21 +171,11 @@ def config_from_json(hf_config, checkpoint=None):
                          f"{hf_config.get('model_type')!r}")
     text = {**HF_TEXT_DEFAULTS, **(hf_config.get("text_config") or {}),
             **(hf_config.get("text_config_dict") or {})}
-    vision = {**HF_VISION_DEFAULTS, **(hf_config.get("vision_config") or {}),
-              **(hf_config.get("vision_config_dict") or {})}
-    if vision["num_channels"] != 3:
-        raise ValueError(f"CLIP images have 3 channels; this config has num_channels="
-                         f"{vision['num_channels']}")
     eos_token_id = text["eos_token_id"]
     return CLIPConfig(
         embed_dim=hf_config.get("projection_dim", 512),
-        vision=CLIPVisionConfig(image_resolution=vision["image_size"],
-                                layers=vision["num_hidden_layers"], width=vision["hidden_size"],
-                                patch_size=vision["patch_size"],
-                                heads=vision["num_attention_heads"],
-                                mlp_width=vision["intermediate_size"],
-                                activation=vision["hidden_act"],
-                                layer_norm_eps=vision["layer_norm_eps"]),
+        vision=vision_config_from_json({**(hf_config.get("vision_config") or {}),
+                                        **(hf_config.get("vision_config_dict") or {})}),
         text=CLIPTextConfig(context_length=text["max_position_embeddings"],
                             vocab_size=text["vocab_size"], width=text["hidden_size"],
                             layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
@@ -193,6 +183,30 @@ def config_from_json(hf_config, checkpoint=None):
                             layer_norm_eps=text["layer_norm_eps"],
                             eos_token_id=None if eos_token_id == HF_LEGACY_EOS_TOKEN_ID
                             else eos_token_id))
+
+
+def vision_config_from_json(vision):
+    """The CLIPVisionConfig of a Hugging Face CLIPVisionConfig dict (CLIPModel's vision_config, a
+    VLM's vision tower); entries it leaves out take transformers' defaults."""
+    vision = {**HF_VISION_DEFAULTS, **vision}
+    if vision["num_channels"] != 3:
+        raise ValueError(f"CLIP images have 3 channels; this config has num_channels="
+                         f"{vision['num_channels']}")
+    return CLIPVisionConfig(image_resolution=vision["image_size"],
+                            layers=vision["num_hidden_layers"], width=vision["hidden_size"],
+                            patch_size=vision["patch_size"], heads=vision["num_attention_heads"],
+                            mlp_width=vision["intermediate_size"],
+                            activation=vision["hidden_act"],
+                            layer_norm_eps=vision["layer_norm_eps"])
+
+
+def vision_config_to_json(vision):
+    """The Hugging Face CLIPVisionConfig dict of a Vision Transformer's CLIPVisionConfig."""
+    return dict(hidden_size=vision.width, intermediate_size=vision.mlp_width or 4 * vision.width,
+                num_hidden_layers=vision.layers, num_attention_heads=vision.heads,
+                num_channels=3, image_size=vision.image_resolution,
+                patch_size=vision.patch_size, hidden_act=vision.activation,
+                layer_norm_eps=vision.layer_norm_eps)
 
 
 def config_to_json(model):
@@ -214,12 +228,7 @@ def config_to_json(model):
             num_attention_heads=text.heads, max_position_embeddings=text.context_length,
             hidden_act=text.activation, layer_norm_eps=text.layer_norm_eps,
             eos_token_id=eos_token_id, projection_dim=config.embed_dim),
-        "vision_config": dict(
-            hidden_size=vision.width, intermediate_size=vision.mlp_width or 4 * vision.width,
-            num_hidden_layers=vision.layers, num_attention_heads=vision.heads, num_channels=3,
-            image_size=vision.image_resolution, patch_size=vision.patch_size,
-            hidden_act=vision.activation, layer_norm_eps=vision.layer_norm_eps,
-            projection_dim=config.embed_dim),
+        "vision_config": {**vision_config_to_json(vision), "projection_dim": config.embed_dim},
     }
 
 

@@ -9,7 +9,8 @@ A name mapped to None is a known checkpoint entry that minivlm does not use. The
 inverted, names minivlm's tensors for saving and for error messages.
 
 An `Architecture` says how to read and write one checkpoint family (one config.json
-`model_type`); the families live in vision.py, clip.py and lm.py, the registry in __init__.py.
+`model_type`); the families live in vision.py, clip.py, lm.py, llama.py and llava.py, the
+registry in __init__.py.
 
 A checkpoint being loaded holds io.LazyArrays (nothing read yet): renaming, stacking and
 transposing rearrange them, check_compatible checks their shapes, and load_state copies them
@@ -37,7 +38,8 @@ class Architecture:
     saving where the checkpoint has a head (the `unprefixed` names, which have none);
     prepare / unprepare: checkpoint -> checkpoint steps a renaming cannot do (stacking q, k, v;
     transposing), run before the table on loading and after it on saving; build(config) -> the
-    model (default model_class(config))."""
+    model (default model_class(config)); saves(model) -> whether this layout writes `model`
+    (default: every model_class; a class saved in two layouts tells them apart)."""
     model_type: str
     model_class: type
     config_from_json: Callable
@@ -48,9 +50,13 @@ class Architecture:
     prepare: Callable | None = None
     unprepare: Callable | None = None
     build: Callable | None = None
+    saves: Callable | None = None
 
     def build_model(self, config):
         return (self.build or self.model_class)(config)
+
+    def can_save(self, model):
+        return type(model) is self.model_class and (self.saves is None or self.saves(model))
 
     def to_minivlm(self, checkpoint):
         """{checkpoint name: array} -> ({minivlm name: array}, names with no table entry)."""

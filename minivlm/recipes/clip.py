@@ -54,7 +54,7 @@ from ..losses import gathered_clip_loss
 from ..models.clip import CLIP, CLIPConfig, clip_config
 from ..nn import evaluating
 from ..optim import cosine_schedule
-from ..pretrained import load_pretrained
+from ..pretrained import load_pretrained, write_preprocessor_config
 from ..tokenizers import CLIPTokenizer
 from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, check_resume_flags, fit,
                      positive, read_metrics, read_results, saved_settings, seeded_rng,
@@ -180,6 +180,8 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
     else:
         config = config or TrainConfig()
         run = Run.start(out, COMMAND, dataclasses.asdict(config))
+        if out is not None:   # the model reads the built-in images' pixels in [0, 1]
+            write_preprocessor_config(out, config.image_size, normalize=False)
         manual_seed(config.seed)
         model = CLIP(config.model)
     optimizer = make_optimizer(model, config)

@@ -69,9 +69,10 @@ def seed_backends(seed, step):
 # --- optimizing -------------------------------------------------------------------------------
 
 def adamw(model, lr, weight_decay, **kwargs):
-    """AdamW with weight decay on matrices only (not on biases, norm gains, logit_scale)."""
-    return AdamW(decay_matrices_only(model.parameters()), lr=lr, weight_decay=weight_decay,
-                 **kwargs)
+    """AdamW over the parameters that train (requires_grad), with weight decay on matrices only
+    (not on biases, norm gains, logit_scale)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return AdamW(decay_matrices_only(trained), lr=lr, weight_decay=weight_decay, **kwargs)
 
 
 def update(loss, optimizer, params, max_grad_norm):
@@ -217,6 +218,13 @@ def _state_metadata(directory, command):
         raise UsageError(f"{directory} holds no run of {command} (its {STATE_FILE} is from "
                          f"{metadata.get('command')!r})")
     return metadata
+
+
+def saved_step(directory, command):
+    """The step the run of `command` saved in `directory` reached; None where there is none."""
+    if not (Path(directory) / STATE_FILE).is_file():
+        return None
+    return int(_state_metadata(directory, command)["step"])
 
 
 def saved_settings(directory, command):

@@ -84,23 +84,26 @@ def held_out_sentences(train_sentences, seed, n=1000):
 # --- training and evaluation ------------------------------------------------------------------
 
 def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max_grad_norm=1.0,
-          seed=0, run=None):
+          seed=0, run=None, context_length=None):
     """AdamW on random windows of `stream` -> the loss of every step: linear warm-up over the
     first 10 % of the steps, then cosine decay to lr/10; weight decay on matrices only
     (nanoGPT); gradients clipped to norm 1. run: the Run to log to and checkpoint in
-    (recipes.common; None: in memory)."""
+    (recipes.common; None: in memory). context_length: the tokens a window gives the model
+    (default: its LMConfig's; a Llama decoder, which is causal, needs it)."""
     run = run or Run(None, COMMAND, {})
     optimizer = adamw(model, lr, weight_decay, betas=(0.9, 0.95))
     run.restore(optimizer)
     schedule = cosine_schedule(optimizer, warmup_steps=steps // 10, total_steps=steps,
                                min_lr=lr / 10)
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
-    length = window_length(model.config)
+    objective = getattr(model.config, "objective", "causal")
+    length = (window_length(model.config) if context_length is None
+              else context_length + (objective == "causal"))
 
     def loss_of_step(step):
         rng = seeded_rng(seed, TRAIN_STREAM, step)
         inputs, targets = inputs_and_targets(random_windows(stream, batch_size, length, rng),
-                                             model.config.objective, tokenizer, rng)
+                                             objective, tokenizer, rng)
         # the rank's summed token losses over its share of the batch's token count, so that the
         # mean over the ranks is the batch's mean (the masked LM's ranks mask different counts)
         share = int((targets != IGNORE_INDEX).sum()) / distributed.world_size()

@@ -10,9 +10,11 @@ exp(logit_scale) times its cosine similarity with each caption (exp(logit_scale)
 OpenAI's models). --model takes a Hugging Face CLIP directory (train-clip's run directory is
 one) or an OpenAI-named .safetensors file (see minivlm.pretrained.clip).
 """
+from pathlib import Path
+
 from .. import functional as F
 from ..autograd import no_grad
-from ..pretrained import load_clip
+from ..pretrained import load_clip, normalizes_images
 from ..preprocess import load_images
 from ..tokenizers import CLIPTokenizer
 from .common import UsageError
@@ -43,7 +45,8 @@ def run(args):
     if "{}" not in args.template:
         raise UsageError(f"--template {args.template!r} has no {{}} for the label")
     model = load_clip(args.model)
-    pixels = load_images(args.image, model.config.vision.image_resolution)
+    normalize = not Path(args.model).is_dir() or normalizes_images(args.model)
+    pixels = load_images(args.image, model.config.vision.image_resolution, normalize)
     captions = [args.template.format(label) for label in labels]
     probabilities = label_probabilities(model, pixels, captions)
     width = max(map(len, labels))
