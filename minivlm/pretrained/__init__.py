@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 
 from .. import io
-from ..preprocess import MEAN, STD
 from . import clip, llama, llava, lm, vision
 from .names import check_compatible, empty_model, load_state
 
@@ -83,6 +82,7 @@ def write_preprocessor_config(directory, image_size, normalize):
     """preprocessor_config.json as Hugging Face's CLIPImageProcessor reads it: resize the
     shortest side to image_size, centre crop, and normalise with CLIP's mean and std or (for
     models trained on pixels in [0, 1], as minivlm's built-in images are) not."""
+    from ..preprocess import MEAN, STD           # (preprocess imports PIL: not at import time)
     config = {"image_processor_type": "CLIPImageProcessor", "do_resize": True,
               "size": {"shortest_edge": image_size}, "do_center_crop": True,
               "crop_size": {"height": image_size, "width": image_size}, "do_rescale": True,
