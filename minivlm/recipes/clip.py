@@ -180,8 +180,8 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
     else:
         config = config or TrainConfig()
         run = Run.start(out, COMMAND, dataclasses.asdict(config))
-        if out is not None:   # the model reads the built-in images' pixels in [0, 1]
-            write_preprocessor_config(out, config.image_size, normalize=False)
+        if run.directory is not None:   # the model reads the built-in pixels in [0, 1]
+            write_preprocessor_config(run.directory, config.image_size, normalize=False)
         manual_seed(config.seed)
         model = CLIP(config.model)
     optimizer = make_optimizer(model, config)
