@@ -15,6 +15,7 @@ from minivlm import io, nn
 from minivlm.models import ViT
 from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from minivlm.models.llama import LlamaConfig, LlamaForCausalLM
+from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
 from minivlm.models.lm import CausalLM, LMConfig, MaskedLM
 from minivlm.models.resnet import small_resnet
 from minivlm.models.swin import SwinConfig, SwinTransformer
@@ -33,6 +34,18 @@ def tiny_clip():
     return CLIP(CLIPConfig(embed_dim=6, vision=CLIPVisionConfig(
         image_resolution=8, layers=2, width=8, patch_size=4, heads=2), text=CLIPTextConfig(
         context_length=5, vocab_size=11, width=8, layers=2, heads=2)))
+
+
+def tiny_llava(text_config):
+    """A VLM of a 2-block ViT (4 patches of 8² pixels) and `text_config`'s decoder; id 10 is the
+    image token."""
+    return LlavaForConditionalGeneration(LlavaConfig(
+        vision_config=CLIPVisionConfig(image_resolution=8, layers=2, width=8, patch_size=4,
+                                       heads=2),
+        text_config=text_config, image_token_id=10))
+
+
+VLM_IDS = np.array([[1, 10, 10, 10, 10, 3, 2], [10, 10, 10, 10, 4, 9, 0]])   # 4 image tokens
 
 
 # model_type: (a small model, its outputs on fixed inputs)
@@ -59,6 +72,13 @@ SMALL_MODELS = {
                                                    num_attention_heads=2, num_key_value_heads=1,
                                                    max_position_embeddings=8)),
               lambda model: [model(IDS)]),
+    "llava": (lambda: tiny_llava(LlamaConfig(vocab_size=11, hidden_size=8, intermediate_size=12,
+                                             num_hidden_layers=2, num_attention_heads=2,
+                                             num_key_value_heads=1, max_position_embeddings=8)),
+              lambda model: [model(VLM_IDS, PIXELS)]),
+    "minivlm_llava": (lambda: tiny_llava(LMConfig("causal", vocab_size=11, context_length=8,
+                                                  width=8, layers=2, heads=2)),
+                      lambda model: [model(VLM_IDS, PIXELS)]),
 }
 
 
