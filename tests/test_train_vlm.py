@@ -1,6 +1,7 @@
 """train-vlm's stages (recipes/vlm.py): which parameters each stage trains, what its loss counts,
 its batches; the VLM evaluation (eval/vlm.py); and the train-vlm and chat commands end to end on
 a tiny run."""
+import argparse
 import dataclasses
 import json
 
@@ -233,3 +234,12 @@ def test_settings_of_a_run_are_its_flags():
     args = {f.name: None for f in dataclasses.fields(vlm.VLMSettings)}
     assert vlm.settings_from_args(type("Args", (), {**args, "lm_width": 32})) == \
         vlm.VLMSettings(lm_width=32)
+
+
+def test_the_vision_feature_layer_flag_reaches_the_model(tokenizer):
+    parser = argparse.ArgumentParser()
+    vlm.add_arguments(parser)
+    layer = parser.parse_args(["--vision-feature-layer", "-1"]).vision_feature_layer
+    settings = dataclasses.replace(SETTINGS, vision_feature_layer=layer)
+    assert vlm.build_vlm(*tiny_parts(tokenizer), tokenizer, settings).config \
+        .vision_feature_layer == -1

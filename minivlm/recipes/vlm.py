@@ -62,6 +62,7 @@ class VLMSettings:
     image_size: int = 32
     held_out_pairs: int = 8        # colour-shape pairs no stage (nor the CLIP) ever shows
     clip_steps: int = 800          # the vision model, when trained here
+    vision_feature_layer: int = -2  # the tower's hidden state the projector reads
     vocab_size: int = 1024
     lm_width: int = 128
     lm_layers: int = 4
@@ -243,7 +244,8 @@ def build_vlm(clip, decoder, tokenizer, settings):
     grid = settings.image_size // clip.config.vision.patch_size
     config = LlavaConfig(vision_config=clip.config.vision, text_config=decoder.config,
                          image_token_id=tokenizer.special_tokens[IMAGE],
-                         image_seq_length=grid * grid)
+                         image_seq_length=grid * grid,
+                         vision_feature_layer=settings.vision_feature_layer)
     manual_seed(settings.seed)
     return LlavaForConditionalGeneration(config, vision_tower=clip.visual,
                                          language_model=decoder)
@@ -393,7 +395,7 @@ def add_arguments(parser):
                              "(default: %(default)s)")
     defaults = VLMSettings()
     for field in dataclasses.fields(VLMSettings):
-        kind = int if field.name == "seed" else positive(field.type)
+        kind = int if field.name in ("seed", "vision_feature_layer") else positive(field.type)
         parser.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None,
                             help=f"(default {getattr(defaults, field.name)})")
 
