@@ -221,7 +221,8 @@ def test_command_trains_evaluates_draws_and_the_zero_shot_command_reads_its_outp
     for phrase in ("seen pairs (40)", "held-out pairs ( 8)", "linear probe", "few-shot", "16:"):
         assert phrase in printed
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "model.safetensors", STATE_FILE, METRICS_FILE, "results.json", *FIGURES])
+        ["config.json", "model.safetensors", "preprocessor_config.json", STATE_FILE, METRICS_FILE,
+         "results.json", *FIGURES])
     assert saved_settings(out, COMMAND)["steps"] == 4
     results = json.loads((out / "results.json").read_text())
     assert np.asarray(results["confusion"]).shape == (48, 48)
