@@ -1,5 +1,6 @@
 """PNG figures of a CLIP run: the loss curve, the image × text similarity matrix (the CLIP
-notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6).
+notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6); and
+the lecture's experiments: the model-size table.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -8,6 +9,7 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_similarity(similarity, images, texts, "similarity.png")
     plot_confusion(counts, class_names, "confusion.png")
     plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
+    plot_model_sizes(names, slide_counts, counted, "model_sizes.png")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -114,4 +116,25 @@ def plot_few_shot(accuracies, path, zero_shot=None, linear_probe=None,
            title=title, ylim=(0, 100))
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_model_sizes(names, slide, counted, path,
+                     title="parameters: the slide and minivlm's count"):
+    """Bars of the slide's parameter counts and minivlm's, per model, on a log axis, each counted
+    bar labelled with its difference from the slide."""
+    slide, counted = np.asarray(slide, np.float64), np.asarray(counted, np.float64)
+    positions = np.arange(len(names))
+    figure = Figure(figsize=(8, 4))
+    ax = figure.add_subplot()
+    ax.bar(positions - 0.2, slide, width=0.4, color="tab:gray", label="slide")
+    ax.bar(positions + 0.2, counted, width=0.4, color="tab:blue", label="minivlm, from shapes")
+    for x, (theirs, ours) in enumerate(zip(slide, counted)):
+        ax.text(x + 0.2, ours * 1.15, f"{100 * (ours / theirs - 1):+.1f}%", ha="center",
+                fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="parameters", title=title)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3, axis="y")
     _save(figure, path)

@@ -12,6 +12,7 @@ from hypothesis import given, settings, strategies as st
 import minivlm as mv
 from make_vision_fixtures import (assert_float32_matches_float64, assert_same_gradients,
                                   randomize_minivlm)
+from minivlm import nn
 from minivlm.models import SwinTransformerV2, SwinV2Config
 from minivlm.models.swin import (MAX_LOGIT_SCALE, PatchMergingV2, WindowAttentionV2,
                                  log_spaced_coordinates)
@@ -229,3 +230,16 @@ def test_a_config_needs_a_pretrained_window_per_stage():
     with pytest.raises(ValueError, match=r"pretrained_window_sizes \(0,\) needs one entry per "
                                          r"stage of depths \(2, 2\)"):
         SwinV2Config(depths=[2, 2], num_heads=[3, 6], pretrained_window_sizes=[0])
+
+
+def test_swin_v2_t_has_transformers_parameter_count():
+    """Swin-V2-T at 256 (window 8): counted from shapes alone, as transformers' on torch's meta
+    device."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    with nn.init.shapes_only():
+        ours = SwinTransformerV2(SwinV2Config(image_size=256, window_size=8)).num_parameters()
+    with torch.device("meta"):
+        theirs = transformers.Swinv2ForImageClassification(
+            transformers.Swinv2Config(image_size=256, window_size=8, num_labels=1000))
+    assert ours == sum(p.numel() for p in theirs.parameters()) == 28_347_154

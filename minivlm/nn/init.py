@@ -3,11 +3,41 @@
 Random values come from the backend's generator (`minivlm.manual_seed` makes them reproducible);
 they are drawn in float64 and stored in the tensor's own dtype. Writing into `.data` records
 nothing in the graph.
+
+Inside `with no_init():` every one of them leaves its tensor as it is: a model built there keeps
+the uninitialised memory of its `empty` parameters (torch's meta device / skip_init play that
+part), which is what loading a checkpoint into it needs, as it overwrites every value.
 """
+import contextlib
+import functools
 import math
 
-from .. import backend
+from .. import autograd, backend
 from ..backend import xp_of
+
+
+_initialising = True
+
+
+@contextlib.contextmanager
+def no_init():
+    """Within this block the init functions draw and write nothing: they return their tensor
+    unchanged (and the random generators do not advance). Build a model here only to overwrite
+    every parameter and buffer, as load_pretrained does; its values are garbage until then."""
+    global _initialising
+    previous, _initialising = _initialising, False
+    try:
+        yield
+    finally:
+        _initialising = previous
+
+
+def _skipped_under_no_init(fill):
+    """`fill` (tensor, ...) -> tensor, made to return the tensor untouched inside no_init()."""
+    @functools.wraps(fill)
+    def fill_unless_no_init(tensor, *args, **kwargs):
+        return fill(tensor, *args, **kwargs) if _initialising else tensor
+    return fill_unless_no_init
 
 
 def _fill(tensor, values):
@@ -19,16 +49,19 @@ def _rng(tensor):
     return backend.rng(xp_of(tensor.data))
 
 
+@_skipped_under_no_init
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b)."""
     return _fill(tensor, a + (b - a) * _rng(tensor).random(tensor.shape))
 
 
+@_skipped_under_no_init
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std²)."""
     return _fill(tensor, mean + std * _rng(tensor).standard_normal(tensor.shape))
 
 
+@_skipped_under_no_init
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     """Fill with samples of N(mean, std²) conditioned on lying in [a, b] (absolute bounds, as
     torch and timm). Drawn by rejection: values outside [a, b] are drawn again."""
@@ -51,14 +84,17 @@ def _normal_cdf(x):
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
+@_skipped_under_no_init
 def constant_(tensor, value):
     return _fill(tensor, value)
 
 
+@_skipped_under_no_init
 def zeros_(tensor):
     return _fill(tensor, 0)
 
 
+@_skipped_under_no_init
 def ones_(tensor):
     return _fill(tensor, 1)
 
@@ -119,3 +155,17 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan."""
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build models whose parameters have their shapes and dtypes but hold no memory, as on
+    torch's meta device: within this block `empty` tensors are read-only zero-stride views of one
+    zero (autograd.empty_as_views) and the init functions draw and write nothing (no_init).
+    Enough to count GPT-3's 175 billion parameters; such a model cannot run, train or be saved.
+
+        with nn.init.shapes_only():
+            model = CausalLM(LMConfig("causal", vocab_size=50257, width=12288, ...))
+        model.num_parameters()"""
+    with no_init(), autograd.empty_as_views():
+        yield
