@@ -1,6 +1,6 @@
 """PNG figures of a CLIP run: the loss curve, the image × text similarity matrix (the CLIP
 notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6); and
-the lecture's experiments: the model-size table.
+the lecture's experiments: the model-size table, three ways of processing sequences.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -10,6 +10,8 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_confusion(counts, class_names, "confusion.png")
     plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
     plot_model_sizes(names, slide_counts, counted, "model_sizes.png")
+    plot_sequences({"RNN": field, ...}, lengths, {"RNN": seconds, ...}, {"RNN": bytes, ...},
+                   "sequences.png")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -137,4 +139,28 @@ def plot_model_sizes(names, slide, counted, path,
     ax.set(ylabel="parameters", title=title)
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3, axis="y")
+    _save(figure, path)
+
+
+def plot_sequences(fields, lengths, seconds, peak_bytes, path):
+    """Top: each model's receptive field |∂ output_t / ∂ input_s| as a heatmap (white: exactly
+    zero). Bottom: forward time and peak memory against N, on log axes. fields {name: (n, n)},
+    seconds and peak_bytes {name: one per length}."""
+    figure = Figure(figsize=(3.4 * len(fields), 6.4), layout="constrained")
+    figure.suptitle("after one layer: log10 |∂ output_t / ∂ input_s| (white: exactly 0)")
+    grid = figure.add_gridspec(2, 2 * len(fields))
+    for i, (name, field) in enumerate(fields.items()):
+        ax = figure.add_subplot(grid[0, 2 * i:2 * i + 2])
+        field = np.asarray(field, np.float64)
+        log_field = np.log10(np.where(field > 0, field, 1.0))
+        ax.imshow(np.ma.masked_where(field == 0, log_field), cmap="viridis")
+        ax.set(title=name, xlabel="input s", ylabel="output t")
+    half = len(fields)
+    for ax, values, label in ((figure.add_subplot(grid[1, :half]), seconds, "forward seconds"),
+                              (figure.add_subplot(grid[1, half:]), peak_bytes, "peak bytes")):
+        for name, series in values.items():
+            ax.plot(lengths, series, marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="sequence length N", ylabel=label)
+        ax.legend()
+        ax.grid(alpha=0.3, which="both")
     _save(figure, path)

@@ -3,7 +3,6 @@ the counts equal closed forms written here and transformers' / torch's models bu
 meta device; GPT-3 is built in a few MiB; the experiment writes its table, metrics and figure."""
 import copy
 import json
-import tracemalloc
 
 import numpy as np
 import pytest

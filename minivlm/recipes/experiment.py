@@ -6,6 +6,8 @@ import importlib
 EXPERIMENTS = {   # name -> (module in minivlm.recipes.experiments, one-line help)
     "model-sizes": ("model_sizes", "the lecture's table of Transformer sizes (Transformer-Base "
                                    "... Gopher) counted from minivlm's own models' shapes"),
+    "sequences": ("sequences", "three ways of processing sequences (RNN, 1D convolution, "
+                               "self-attention): receptive field, sequential steps, time, memory"),
 }
 
 
