@@ -54,6 +54,21 @@ def test_bert_base_count_is_the_closed_form_and_transformers_but_segments():
     assert ours == masked_lm_closed_form(30522, 512, 768, 12) == count - 2 * 768
 
 
+def test_roberta_and_gpt2_xl_rows_are_transformers_models():
+    """The table's RoBERTa (but its one segment embedding) and GPT-2 rows."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    rows = {row.name: model_sizes.count_parameters(row.build)[0] for row in model_sizes.ROWS}
+    with torch.device("meta"):
+        roberta = transformers.RobertaForMaskedLM(transformers.RobertaConfig(
+            vocab_size=50265, max_position_embeddings=514, type_vocab_size=1, hidden_size=1024,
+            num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096))
+        gpt2_xl = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_embd=1600, n_layer=48,
+                                                                       n_head=25))
+    assert rows["RoBERTa"] == sum(p.numel() for p in roberta.parameters()) - 1024
+    assert rows["GPT-2"] == sum(p.numel() for p in gpt2_xl.parameters()) == 1_557_611_200
+
+
 def test_transformer_base_count_is_torchs_transformer_and_one_embedding():
     torch = pytest.importorskip("torch")
     ours, = [model_sizes.count_parameters(row.build)[0] for row in model_sizes.ROWS

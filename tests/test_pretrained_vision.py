@@ -201,44 +201,36 @@ def check_against_transformers(hf_model, pixels):
         assert_close(model(mv.tensor(pixels)), logits, rtol=1e-10)
 
 
-@LIVE
-@given(config=hf_vit_configs(), seed=st.integers(0, 2**16))
-def test_vit_matches_transformers_on_drawn_configurations(config, seed):
+def check_drawn_configuration(config, seed, family):
+    """A transformers model of `family` ("ViT", "Swin", "Swinv2") with a drawn configuration,
+    its head or not, every parameter drawn: check_against_transformers."""
     transformers = pytest.importorskip("transformers")
     from make_vision_fixtures import randomize
     kwargs, classifier = config
-    hf_config = transformers.ViTConfig(**kwargs)
-    hf_class = transformers.ViTForImageClassification if classifier else transformers.ViTModel
+    hf_class = getattr(transformers, f"{family}ForImageClassification" if classifier
+                       else f"{family}Model")
     pixels = np.random.default_rng(seed).standard_normal(
         (2, kwargs["num_channels"], kwargs["image_size"], kwargs["image_size"]))
+    hf_config = getattr(transformers, f"{family}Config")(**kwargs)
     check_against_transformers(randomize(hf_class(hf_config), seed), pixels)
+
+
+@LIVE
+@given(config=hf_vit_configs(), seed=st.integers(0, 2**16))
+def test_vit_matches_transformers_on_drawn_configurations(config, seed):
+    check_drawn_configuration(config, seed, "ViT")
 
 
 @LIVE
 @given(config=hf_swin_configs(), seed=st.integers(0, 2**16))
 def test_swin_matches_transformers_on_drawn_configurations(config, seed):
-    transformers = pytest.importorskip("transformers")
-    from make_vision_fixtures import randomize
-    kwargs, classifier = config
-    hf_config = transformers.SwinConfig(**kwargs)
-    hf_class = transformers.SwinForImageClassification if classifier else transformers.SwinModel
-    pixels = np.random.default_rng(seed).standard_normal(
-        (2, kwargs["num_channels"], kwargs["image_size"], kwargs["image_size"]))
-    check_against_transformers(randomize(hf_class(hf_config), seed), pixels)
+    check_drawn_configuration(config, seed, "Swin")
 
 
 @LIVE
 @given(config=hf_swinv2_configs(), seed=st.integers(0, 2**16))
 def test_swinv2_matches_transformers_on_drawn_configurations(config, seed):
-    transformers = pytest.importorskip("transformers")
-    from make_vision_fixtures import randomize
-    kwargs, classifier = config
-    hf_config = transformers.Swinv2Config(**kwargs)
-    hf_class = transformers.Swinv2ForImageClassification if classifier \
-        else transformers.Swinv2Model
-    pixels = np.random.default_rng(seed).standard_normal(
-        (2, kwargs["num_channels"], kwargs["image_size"], kwargs["image_size"]))
-    check_against_transformers(randomize(hf_class(hf_config), seed), pixels)
+    check_drawn_configuration(config, seed, "Swinv2")
 
 
 # --- errors ---------------------------------------------------------------------------------------
