@@ -88,11 +88,11 @@ def test_shapes_only_parameters_hold_no_memory_and_the_block_ends():
     with nn.init.shapes_only():
         model = nn.Linear(1000, 2000)
     assert model.weight.shape == (2000, 1000) and model.weight.dtype == np.float32
-    assert not any(model.weight.data.strides) and not model.weight.data.flags.writeable
+    assert not any(model.weight.array.strides) and not model.weight.array.flags.writeable
     mv.manual_seed(0)
     after = nn.Linear(1000, 2000)      # built normally again: its own memory, drawn values
-    assert all(after.weight.data.strides) and after.weight.data.flags.writeable
-    assert np.abs(after.weight.data).max() > 0
+    assert all(after.weight.array.strides) and after.weight.array.flags.writeable
+    assert np.abs(after.weight.array).max() > 0
 
 
 def test_deepcopy_shares_only_shape_only_arrays():
@@ -100,10 +100,10 @@ def test_deepcopy_shares_only_shape_only_arrays():
         empty = nn.Linear(3, 4)
     full = nn.Linear(3, 4)
     empty_copy, full_copy = copy.deepcopy(empty), copy.deepcopy(full)
-    assert empty_copy.weight.data is empty.weight.data
-    assert not np.shares_memory(full_copy.weight.data, full.weight.data)
+    assert empty_copy.weight.array is empty.weight.array
+    assert not np.shares_memory(full_copy.weight.array, full.weight.array)
     assert type(full_copy.weight) is type(full.weight) and full_copy.weight.requires_grad
-    np.testing.assert_array_equal(full_copy.weight.data, full.weight.data)
+    np.testing.assert_array_equal(full_copy.weight.array, full.weight.array)
 
 
 def test_experiment_model_sizes_writes_its_table(tmp_path, capsys):

@@ -41,7 +41,7 @@ def random_swinv2(config, seed, dtype="float64", max_temperature=200):
     rng = np.random.default_rng(seed)
     for name, p in model.named_parameters():
         if name.endswith("logit_scale"):
-            p.data[...] = rng.uniform(0, math.log(max_temperature), p.shape)
+            p.array[...] = rng.uniform(0, math.log(max_temperature), p.shape)
     return model
 
 
@@ -78,13 +78,13 @@ def test_log_spaced_coordinates_equal_transformers_table(window, pretrained):
 def test_the_logit_scale_is_clamped_at_log_100():
     """Above log 100 the temperature stays 100 and logit_scale gets no gradient (torch.clamp)."""
     attention = WindowAttentionV2(4, 2).to("float64")
-    attention.logit_scale.data[...] = np.array([1.0, 6.0]).reshape(2, 1, 1)
+    attention.logit_scale.array[...] = np.array([1.0, 6.0]).reshape(2, 1, 1)
     x = mv.tensor(np.random.default_rng(0).standard_normal((3, 4, 4)))
     attention(x).sum().backward()
     assert attention.logit_scale.grad.numpy()[1, 0, 0] == 0
     assert attention.logit_scale.grad.numpy()[0, 0, 0] != 0
     clamped = attention(x).numpy()
-    attention.logit_scale.data[1] = MAX_LOGIT_SCALE
+    attention.logit_scale.array[1] = MAX_LOGIT_SCALE
     np.testing.assert_allclose(attention(x).numpy(), clamped, rtol=1e-13)
 
 

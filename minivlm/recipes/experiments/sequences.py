@@ -50,7 +50,7 @@ def receptive_field(forward, inputs):
     for t in range(inputs.shape[1]):
         x.grad = None
         output[0, t].sum().backward(retain_graph=True)
-        rows.append(np.abs(np.asarray(x.grad.data[0])).sum(axis=1))
+        rows.append(np.abs(np.asarray(x.grad.array[0])).sum(axis=1))
     return np.stack(rows)
 
 
