@@ -1,8 +1,8 @@
 """Parameter initialisation, as torch.nn.init: each function fills a tensor in place and returns it.
 
 Random values come from the backend's generator (`minivlm.manual_seed` makes them reproducible);
-they are drawn in float64 and stored in the tensor's own dtype. Writing into `.data` records
-nothing in the graph.
+they are drawn in float64 and stored in the tensor's own dtype. They write into the
+tensor's array: filling a parameter records nothing in the graph.
 
 Inside `with no_init():` every one of them leaves its tensor as it is: a model built there keeps
 the uninitialised memory of its `empty` parameters (torch's meta device / skip_init play that
