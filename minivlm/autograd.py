@@ -5,6 +5,7 @@ A `Function` turns raw arrays into a raw array in `forward` and keeps only what 
 the graph in reverse topological order, summing the gradients of a node used several times.
 """
 import contextlib
+import copy
 import functools
 import math
 import numbers
@@ -195,6 +196,17 @@ class Tensor:
             raise TypeError(f"x.data = ...: expected a Tensor, got {type(values).__name__} "
                             "(wrap an array as minivlm.tensor(array))")
         self.array = values.array
+
+    def __deepcopy__(self, memo):
+        """copy.deepcopy: a tensor of the same class with copies of everything it holds, but
+        for an array of empty_as_views (read-only, zero strides), which holds nothing to copy.
+        (CuPy arrays have no writeable flag: they are always copied.)"""
+        copied = memo[id(self)] = type(self).__new__(type(self))
+        for name, value in self.__dict__.items():
+            shared = name == "array" and not getattr(value.flags, "writeable", True) \
+                and not any(value.strides)
+            copied.__dict__[name] = value if shared else copy.deepcopy(value, memo)
+        return copied
 
     def requires_grad_(self, flag=True):
         self.requires_grad = flag
@@ -519,8 +531,28 @@ def ones(*shape, dtype="float32", device=None, requires_grad=False):
     return Tensor(_xp(device).ones(shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
 
 
+_empty_as_views = False
+
+
+@contextlib.contextmanager
+def empty_as_views():
+    """Within this block `empty` returns a read-only zero-stride view of one zero of the shape and
+    dtype asked for (broadcast_to): its size and shape without its memory. nn.init.shapes_only
+    builds models so."""
+    global _empty_as_views
+    previous, _empty_as_views = _empty_as_views, True
+    try:
+        yield
+    finally:
+        _empty_as_views = previous
+
+
 def empty(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).empty(shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
+    """An uninitialised tensor; within empty_as_views() a view of one zero instead."""
+    xp, shape = _xp(device), shape_arg(shape)
+    data = xp.broadcast_to(xp.zeros((), dtype=dtype), shape) if _empty_as_views \
+        else xp.empty(shape, dtype=dtype)
+    return Tensor(data, requires_grad=requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):

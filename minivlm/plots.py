@@ -1,6 +1,7 @@
 """PNG figures of the training commands: the loss curve, the image × text similarity matrix (the
 CLIP notebook's figure), a confusion matrix, the few-shot curve (the CLIP paper's Figure 6) and
-the VLM's stages side by side.
+the VLM's stages side by side; and the lecture's experiments: the model-size table, three ways
+of processing sequences.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -10,6 +11,9 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_confusion(counts, class_names, "confusion.png")
     plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
     plot_stages({"before": results, "pretrain": ..., "instruct": ...}, "stages.png")
+    plot_model_sizes(names, slide_counts, counted, "model_sizes.png")
+    plot_sequences({"RNN": field, ...}, lengths, {"RNN": seconds, ...}, {"RNN": bytes, ...},
+                   "sequences.png")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -139,4 +143,49 @@ def plot_stages(results, path, title="the VLM after each training stage"):
     ax.set(ylabel="exact match (%)", ylim=(0, 100), title=title)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+
+
+def plot_model_sizes(names, slide, counted, path,
+                     title="parameters: the slide and minivlm's count"):
+    """Bars of the slide's parameter counts and minivlm's, per model, on a log axis, each counted
+    bar labelled with its difference from the slide."""
+    slide, counted = np.asarray(slide, np.float64), np.asarray(counted, np.float64)
+    positions = np.arange(len(names))
+    figure = Figure(figsize=(8, 4))
+    ax = figure.add_subplot()
+    ax.bar(positions - 0.2, slide, width=0.4, color="tab:gray", label="slide")
+    ax.bar(positions + 0.2, counted, width=0.4, color="tab:blue", label="minivlm, from shapes")
+    for x, (theirs, ours) in enumerate(zip(slide, counted)):
+        ax.text(x + 0.2, ours * 1.15, f"{100 * (ours / theirs - 1):+.1f}%", ha="center",
+                fontsize=7)
+    ax.set_yscale("log")
+    ax.set_xticks(positions, names, rotation=45, ha="right", fontsize=8)
+    ax.set(ylabel="parameters", title=title)
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3, axis="y")
+    _save(figure, path)
+
+
+def plot_sequences(fields, lengths, seconds, peak_bytes, path):
+    """Top: each model's receptive field |∂ output_t / ∂ input_s| as a heatmap (white: exactly
+    zero). Bottom: forward time and peak memory against N, on log axes. fields {name: (n, n)},
+    seconds and peak_bytes {name: one per length}."""
+    figure = Figure(figsize=(3.4 * len(fields), 6.4), layout="constrained")
+    figure.suptitle("after one layer: log10 |∂ output_t / ∂ input_s| (white: exactly 0)")
+    grid = figure.add_gridspec(2, 2 * len(fields))
+    for i, (name, field) in enumerate(fields.items()):
+        ax = figure.add_subplot(grid[0, 2 * i:2 * i + 2])
+        field = np.asarray(field, np.float64)
+        log_field = np.log10(np.where(field > 0, field, 1.0))
+        ax.imshow(np.ma.masked_where(field == 0, log_field), cmap="viridis")
+        ax.set(title=name, xlabel="input s", ylabel="output t")
+    half = len(fields)
+    for ax, values, label in ((figure.add_subplot(grid[1, :half]), seconds, "forward seconds"),
+                              (figure.add_subplot(grid[1, half:]), peak_bytes, "peak bytes")):
+        for name, series in values.items():
+            ax.plot(lengths, series, marker="o", label=name)
+        ax.set(xscale="log", yscale="log", xlabel="sequence length N", ylabel=label)
+        ax.legend()
+        ax.grid(alpha=0.3, which="both")
     _save(figure, path)

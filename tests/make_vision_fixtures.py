@@ -1,7 +1,8 @@
-"""Write tests/fixtures/vit_tiny/ and tests/fixtures/swin_tiny/: tiny random-weight transformers
-models (ViTForImageClassification, SwinForImageClassification), saved with save_pretrained
-(config.json + model.safetensors), and expected.npz with inputs and what transformers computes
-from them: last_hidden_state (of the ViTModel / SwinModel inside) and the classifier's logits.
+"""Write tests/fixtures/vit_tiny/, swin_tiny/ and swinv2_tiny/: tiny random-weight transformers
+models (ViTForImageClassification, SwinForImageClassification, Swinv2ForImageClassification),
+saved with save_pretrained (config.json + model.safetensors), and expected.npz with inputs and
+what transformers computes from them: last_hidden_state (of the ViTModel / SwinModel /
+Swinv2Model inside), pooler_output (Swin-V2) and the classifier's logits.
 
 The weights are drawn at scales that make every part matter (the Swin relative position bias
 tables with std 1.5); the expected outputs are computed in float64 from the saved float32
@@ -11,12 +12,20 @@ Swin: a 41×41 image in 2×2 patches (padded to 42), window 3: stage resolutions
 to 12), 6, 3, so three stages shift their windows and the last is one unshifted 3×3 window.
 ViT: a second, non-square image checks the bicubic position-embedding interpolation.
 
-    PYTHONPATH=. python tests/make_vision_fixtures.py     # needs torch and transformers
+Swin-V2: a 16×16 image in 2×2 patches, window 3: stage resolutions 8 (padded to 9), 4 (padded
+to 6), both shifted, and 2, one unshifted 2×2 window; stage 1 pre-trained with window 4 (its
+log-spaced coordinates scaled by it); logit scales beyond the clamp at log 100 in unshifted
+blocks (random_parameter).
+
+    PYTHONPATH=. python tests/make_vision_fixtures.py [NAME ...]   # all, or vit_tiny,
+                                                                   # swin_tiny, swinv2_tiny
+(needs torch and transformers; vit_tiny and swin_tiny are written together, from one stream).
 
 The tests import the helpers below (random weights, gradient comparison) for their live
 comparisons.
 """
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +39,13 @@ def random_parameter(name, noise, bias_table_std=1.5):
     """A random value for the parameter called `name` (HF's or minivlm's name), from standard
     normal `noise` of its shape: matrices N(0, 1/fan_in), vectors N(0, 0.2²) (layer-norm scales
     1 + N(0, 0.2²)), position embeddings and class token N(0, 0.5²), relative position bias
-    tables N(0, bias_table_std²)."""
+    tables N(0, bias_table_std²); Swin-V2's logit scales (log temperatures) in the first block of
+    each pair 4 + |noise|, often beyond the clamp at log 100, in the second, the shifted one,
+    at most log 10, where the shift mask added once (the paper's code) and twice (transformers)
+    give the same softmax."""
+    if name.endswith(("attention.self.logit_scale", "attn.logit_scale")):
+        unshifted = int(re.search(r"blocks\.(\d+)\.", name)[1]) % 2 == 0
+        return 4 + abs(noise) if unshifted else math.log(10) * noise * noise / (1 + noise * noise)
     if "relative_position_bias_table" in name:
         return bias_table_std * noise
     if any(key in name for key in ("position_embeddings", "pos_embed", "cls_token")):
@@ -100,29 +115,48 @@ def tiny_swin(seed=0):
     return randomize(SwinForImageClassification(config), seed)
 
 
+def tiny_swinv2(seed=0):
+    from transformers import Swinv2Config, Swinv2ForImageClassification
+    config = Swinv2Config(image_size=16, patch_size=2, embed_dim=4, depths=[2, 2, 2],
+                          num_heads=[1, 2, 2], window_size=3, pretrained_window_sizes=[0, 4, 0],
+                          num_labels=5)
+    return randomize(Swinv2ForImageClassification(config), seed)
+
+
 def backbone_and_logits(model, pixels, **kwargs):
     """(last_hidden_state, logits) as float64 NumPy arrays, computed in float64."""
+    hidden, _, logits = backbone_outputs(model, pixels, **kwargs)
+    return hidden, logits
+
+
+def backbone_outputs(model, pixels, **kwargs):
+    """(last_hidden_state, pooler_output or None, logits) as float64 NumPy arrays, computed in
+    float64."""
     import copy
 
     import torch
     model = copy.deepcopy(model).double()
     pixels = pixels.astype(np.float64)
-    backbone = model.vit if hasattr(model, "vit") else model.swin
+    backbone = getattr(model, model.base_model_prefix)
     with torch.no_grad():
         pixels = torch.from_numpy(pixels)
-        hidden = backbone(pixels, **kwargs).last_hidden_state.numpy()
+        outputs = backbone(pixels, **kwargs)
+        pooled = getattr(outputs, "pooler_output", None)
         logits = model(pixels, **kwargs).logits.numpy()
-    return hidden, logits
+    return (outputs.last_hidden_state.numpy(), None if pooled is None else pooled.numpy(),
+            logits)
 
 
-def main():
+def versions():
     import torch
     import transformers
+    return np.array([f"torch {torch.__version__}", f"transformers {transformers.__version__}"])
 
+
+def write_vit_and_swin():
+    """The ViT and Swin fixtures, their pixels from one stream (ViT's first)."""
     from minivlm.io import save_npz
     rng = np.random.default_rng(0)
-    versions = np.array([f"torch {torch.__version__}", f"transformers {transformers.__version__}"])
-
     vit = tiny_vit()
     vit.save_pretrained(FIXTURES / "vit_tiny")
     pixels = rng.standard_normal((2, 3, 16, 16), dtype=np.float32)
@@ -132,16 +166,31 @@ def main():
                                                interpolate_pos_encoding=True)
     save_npz(dict(pixels=pixels, last_hidden_state=hidden, logits=logits,
                   pixels_other_size=pixels_other_size,
-                  last_hidden_state_other_size=hidden_other_size, versions=versions),
+                  last_hidden_state_other_size=hidden_other_size, versions=versions()),
              FIXTURES / "vit_tiny" / "expected.npz")
 
     swin = tiny_swin()
     swin.save_pretrained(FIXTURES / "swin_tiny")
     pixels = rng.standard_normal((2, 3, 41, 41), dtype=np.float32)
     hidden, logits = backbone_and_logits(swin, pixels)
-    save_npz(dict(pixels=pixels, last_hidden_state=hidden, logits=logits, versions=versions),
+    save_npz(dict(pixels=pixels, last_hidden_state=hidden, logits=logits, versions=versions()),
              FIXTURES / "swin_tiny" / "expected.npz")
 
 
+def write_swinv2():
+    from minivlm.io import save_npz
+    swinv2 = tiny_swinv2()
+    swinv2.save_pretrained(FIXTURES / "swinv2_tiny")
+    pixels = np.random.default_rng(2).standard_normal((2, 3, 16, 16), dtype=np.float32)
+    hidden, pooled, logits = backbone_outputs(swinv2, pixels)
+    save_npz(dict(pixels=pixels, last_hidden_state=hidden, pooler_output=pooled, logits=logits,
+                  versions=versions()), FIXTURES / "swinv2_tiny" / "expected.npz")
+
+
+WRITERS = {"vit_tiny": write_vit_and_swin, "swin_tiny": write_vit_and_swin,
+           "swinv2_tiny": write_swinv2}
+
 if __name__ == "__main__":
-    main()
+    import sys
+    for write in dict.fromkeys(WRITERS[name] for name in sys.argv[1:] or WRITERS):
+        write()

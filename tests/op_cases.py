@@ -636,6 +636,43 @@ def _rotary_theirs(torch, x, position_ids, theta):
     return x * cos + rotated * sin
 
 
+@st.composite
+def _rnn_inputs(draw):
+    """One RNN layer: input (L, N, H_in), hx, the weights, optional biases, tanh or relu, either
+    direction. For relu every pre-activation keeps clear of the kink at 0."""
+    L, N, H_in, H = (draw(st.integers(1, 3)) for _ in range(4))
+    inputs = {"input": draw(arrays((L, N, H_in))), "hx": draw(arrays((N, H))),
+              "weight_ih": draw(arrays((H, H_in))), "weight_hh": draw(arrays((H, H)))}
+    if draw(st.booleans()):
+        inputs |= {"bias_ih": draw(arrays((H,))), "bias_hh": draw(arrays((H,)))}
+    params = {"nonlinearity": draw(st.sampled_from(["tanh", "relu"])),
+              "reverse": draw(st.booleans())}
+    if params["nonlinearity"] == "relu":
+        assume(np.abs(_rnn_pre_activations(**inputs, **params)).min() > 0.01)
+    return inputs, params
+
+
+def _rnn_pre_activations(input, hx, weight_ih, weight_hh, bias_ih=0.0, bias_hh=0.0,
+                         nonlinearity="relu", reverse=False):
+    """Every step's argument of the nonlinearity, computed plainly in float64."""
+    pre, h = [], hx
+    for x in (input[::-1] if reverse else input):
+        pre.append(x @ weight_ih.T + bias_ih + h @ weight_hh.T + bias_hh)
+        h = np.tanh(pre[-1]) if nonlinearity == "tanh" else np.maximum(pre[-1], 0)
+    return np.array(pre)
+
+
+def _rnn_theirs(torch, input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None,
+                nonlinearity="tanh", reverse=False):
+    """torch's fused RNN layer (torch.rnn_tanh / rnn_relu); reversed by flipping the sequence."""
+    biases = [] if bias_ih is None else [bias_ih, bias_hh]
+    run = torch.rnn_tanh if nonlinearity == "tanh" else torch.rnn_relu
+    sequence = input.flip(0) if reverse else input
+    output, _ = run(sequence, hx[None], [weight_ih, weight_hh, *biases], bool(biases), 1, 0.0,
+                    False, False, False)
+    return output.flip(0) if reverse else output
+
+
 LAYERS = [
     OpCase("conv1d", _conv1d_inputs(), F.conv1d,
            lambda torch, x, weight, bias=None, **kw: _tf(torch).conv1d(x, weight, bias, **kw)),
@@ -659,6 +696,7 @@ LAYERS = [
            lambda torch, x, normalized_shape, weight=None, eps=None:
            _tf(torch).rms_norm(x, normalized_shape, weight, eps)),
     OpCase("rotary_embedding", _rotary_inputs(), _rotary_ours, _rotary_theirs),
+    OpCase("rnn", _rnn_inputs(), F.rnn, _rnn_theirs),
 ]
 
 CASES = ELEMENTWISE + MATRIX + REDUCTIONS + SHAPES + INDEXING + JOINING + LAYERS

@@ -233,6 +233,41 @@ def test_conv2d_layer_initialises_uniform_within_one_over_sqrt_fan_in():
         assert abs(values.std() - std) < 0.15 * std
 
 
+@pytest.mark.parametrize("kwargs, shape", [
+    (dict(kernel_size=3), (2, 4, 7)),
+    (dict(kernel_size=(2,), stride=2, padding=1, bias=False, groups=2), (2, 4, 6)),
+    (dict(kernel_size=3, padding=(1,)), (4, 5)),                          # unbatched (C, L)
+])
+def test_conv1d_layer_has_torch_names_shapes_outputs_and_gradients(kwargs, shape):
+    torch = pytest.importorskip("torch")
+    ours = nn.Conv1d(4, 6, **kwargs).double()
+    theirs = torch.nn.Conv1d(4, 6, **kwargs).double()
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == \
+        [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()]
+    _torch_twin(torch, ours, theirs)
+    x = np.random.default_rng(0).standard_normal(shape)
+    our_x, their_x = mv.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    y, their_y = ours(our_x), theirs(their_x)
+    assert_close(y, their_y.detach().numpy(), rtol=1e-12)
+    g = np.random.default_rng(1).standard_normal(y.shape)
+    y.backward(g)
+    their_y.backward(torch.tensor(g))
+    assert_close(our_x.grad, their_x.grad.numpy(), rtol=1e-12)
+    for name, p in theirs.named_parameters():
+        assert_close(getattr(ours, name).grad, p.grad.numpy(), rtol=1e-12)
+
+
+def test_conv1d_layer_initialises_uniform_within_one_over_sqrt_fan_in():
+    mv.manual_seed(0)
+    layer = nn.Conv1d(16, 256, 5)
+    bound = 1 / math.sqrt(16 * 5)
+    for p in (layer.weight, layer.bias):
+        values = p.numpy()
+        assert np.abs(values).max() <= bound
+        std = bound / math.sqrt(3)  # of U(±bound)
+        assert abs(values.std() - std) < 0.15 * std
+
+
 @pytest.mark.parametrize("momentum", [0.1, None])
 def test_batch_norm_layer_trains_and_evaluates_as_torch(momentum):
     """Three training batches (running statistics, num_batches_tracked, cumulative average when
@@ -287,6 +322,12 @@ def test_pooling_layers_match_torch(layer, args):
 
 
 # --- errors --------------------------------------------------------------------------------------
+
+def test_conv1d_channel_mismatch_names_both_shapes():
+    with pytest.raises(ValueError, match=r"conv1d: input of shape \(1, 3, 5\) has 3 channels but "
+                                         r"the weight of shape \(4, 2, 3\) .* expects 2"):
+        nn.Conv1d(2, 4, 3)(mv.zeros(1, 3, 5))
+
 
 def test_conv2d_channel_mismatch_names_both_shapes():
     with pytest.raises(ValueError, match=r"input of shape \(1, 3, 5, 5\) has 3 channels but the "

@@ -1,5 +1,5 @@
-"""minivlm.pretrained.load_pretrained for ViT and Swin: the committed transformers fixtures (no
-torch needed), live comparisons with transformers on drawn configurations, F16/BF16 and sharded
+"""minivlm.pretrained.load_pretrained for ViT, Swin and Swin-V2: the committed transformers
+fixtures (no torch needed), live comparisons with transformers on drawn configurations, F16/BF16 and sharded
 checkpoints, and the errors for checkpoints that do not fit."""
 import json
 import shutil
@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
 from minivlm.io import load_safetensors, save_safetensors
-from minivlm.models import SwinTransformer, ViT
+from minivlm.models import SwinTransformer, SwinTransformerV2, ViT
 from minivlm.pretrained import ARCHITECTURES, load_pretrained
 from minivlm.testing import assert_close
 
@@ -49,7 +49,21 @@ def test_swin_fixture_matches_transformers(dtype, rtol):
     assert_close(model(pixels), expected["logits"], rtol=rtol)
 
 
-@pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny"])
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-10), ("float32", 1e-4)])
+def test_swinv2_fixture_matches_transformers(dtype, rtol):
+    """Swinv2Model's last_hidden_state and pooler_output (the mean token), and the logits."""
+    expected = expected_outputs("swinv2_tiny")
+    model = load_pretrained(FIXTURES / "swinv2_tiny", dtype=dtype)
+    assert type(model) is SwinTransformerV2 and not model.training
+    assert model.config.pretrained_window_sizes == (0, 4, 0)
+    pixels = mv.tensor(expected["pixels"].astype(dtype))
+    features = model.forward_features(pixels)
+    assert_close(features, expected["last_hidden_state"], rtol=rtol)
+    assert_close(features.mean(dim=1), expected["pooler_output"], rtol=rtol)
+    assert_close(model(pixels), expected["logits"], rtol=rtol)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny", "swin_tiny", "swinv2_tiny"])
 def test_save_pretrained_writes_what_load_pretrained_and_transformers_read(name, tmp_path):
     """A fixture loaded, saved by minivlm and read back: by minivlm (exactly the same model) and
     by transformers' *ForImageClassification (the fixture's logits)."""
@@ -63,7 +77,8 @@ def test_save_pretrained_writes_what_load_pretrained_and_transformers_read(name,
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     theirs_class = {"vit_tiny": transformers.ViTForImageClassification,
-                    "swin_tiny": transformers.SwinForImageClassification}[name]
+                    "swin_tiny": transformers.SwinForImageClassification,
+                    "swinv2_tiny": transformers.Swinv2ForImageClassification}[name]
     theirs = theirs_class.from_pretrained(tmp_path).double().eval()
     assert theirs.config.id2label[2] == "c" and theirs.config.num_labels == len(labels)
     with torch.no_grad():
@@ -149,13 +164,31 @@ def hf_swin_configs(draw):
                 num_labels=draw(st.integers(1, 4))), draw(st.booleans())
 
 
+@st.composite
+def hf_swinv2_configs(draw):
+    """Keyword arguments of a tiny transformers Swinv2Config whose stages halve exactly (its
+    windows are fixed from the configured size: see SwinTransformerV2) and whose last stage may be
+    smaller than the window, pre-training windows among them, and whether it gets a classifier."""
+    stages, window, patch = (draw(st.integers(1, 3)) for _ in range(3))
+    last_side = draw(st.integers(1, window + 2))
+    heads = draw(st.integers(1, 2))
+    return dict(image_size=last_side * 2 ** (stages - 1) * patch, patch_size=patch,
+                num_channels=draw(st.integers(1, 3)), embed_dim=2 * heads,
+                depths=[draw(st.integers(1, 2)) for _ in range(stages)],
+                num_heads=[heads * 2 ** i for i in range(stages)], window_size=window,
+                pretrained_window_sizes=[draw(st.sampled_from([0, 2, 5])) for _ in range(stages)],
+                mlp_ratio=draw(st.sampled_from([1.0, 2.0])), qkv_bias=draw(st.booleans()),
+                hidden_act=draw(st.sampled_from(["gelu", "relu"])),
+                layer_norm_eps=draw(st.sampled_from([1e-5, 1e-6])),
+                num_labels=draw(st.integers(1, 4))), draw(st.booleans())
+
+
 def check_against_transformers(hf_model, pixels):
     """Save a random transformers model, load it with minivlm in float64, and compare
     last_hidden_state (and logits when it has a classifier)."""
     torch = pytest.importorskip("torch")
     classifier = hasattr(hf_model, "classifier")
-    backbone = (hf_model.vit if hasattr(hf_model, "vit") else hf_model.swin) if classifier \
-        else hf_model
+    backbone = getattr(hf_model, hf_model.base_model_prefix) if classifier else hf_model
     with tempfile.TemporaryDirectory() as directory:
         hf_model.save_pretrained(directory)
         model = load_pretrained(directory, dtype="float64")
@@ -168,30 +201,36 @@ def check_against_transformers(hf_model, pixels):
         assert_close(model(mv.tensor(pixels)), logits, rtol=1e-10)
 
 
-@LIVE
-@given(config=hf_vit_configs(), seed=st.integers(0, 2**16))
-def test_vit_matches_transformers_on_drawn_configurations(config, seed):
+def check_drawn_configuration(config, seed, family):
+    """A transformers model of `family` ("ViT", "Swin", "Swinv2") with a drawn configuration,
+    its head or not, every parameter drawn: check_against_transformers."""
     transformers = pytest.importorskip("transformers")
     from make_vision_fixtures import randomize
     kwargs, classifier = config
-    hf_config = transformers.ViTConfig(**kwargs)
-    hf_class = transformers.ViTForImageClassification if classifier else transformers.ViTModel
+    hf_class = getattr(transformers, f"{family}ForImageClassification" if classifier
+                       else f"{family}Model")
     pixels = np.random.default_rng(seed).standard_normal(
         (2, kwargs["num_channels"], kwargs["image_size"], kwargs["image_size"]))
+    hf_config = getattr(transformers, f"{family}Config")(**kwargs)
     check_against_transformers(randomize(hf_class(hf_config), seed), pixels)
+
+
+@LIVE
+@given(config=hf_vit_configs(), seed=st.integers(0, 2**16))
+def test_vit_matches_transformers_on_drawn_configurations(config, seed):
+    check_drawn_configuration(config, seed, "ViT")
 
 
 @LIVE
 @given(config=hf_swin_configs(), seed=st.integers(0, 2**16))
 def test_swin_matches_transformers_on_drawn_configurations(config, seed):
-    transformers = pytest.importorskip("transformers")
-    from make_vision_fixtures import randomize
-    kwargs, classifier = config
-    hf_config = transformers.SwinConfig(**kwargs)
-    hf_class = transformers.SwinForImageClassification if classifier else transformers.SwinModel
-    pixels = np.random.default_rng(seed).standard_normal(
-        (2, kwargs["num_channels"], kwargs["image_size"], kwargs["image_size"]))
-    check_against_transformers(randomize(hf_class(hf_config), seed), pixels)
+    check_drawn_configuration(config, seed, "Swin")
+
+
+@LIVE
+@given(config=hf_swinv2_configs(), seed=st.integers(0, 2**16))
+def test_swinv2_matches_transformers_on_drawn_configurations(config, seed):
+    check_drawn_configuration(config, seed, "Swinv2")
 
 
 # --- errors ---------------------------------------------------------------------------------------
@@ -227,15 +266,22 @@ def test_missing_extra_and_misshaped_tensors_are_all_listed_in_one_error(tmp_pat
 
 
 def test_known_unused_entries_are_ignored(tmp_path):
-    """Older Swin checkpoints store relative_position_index; ViTModel stores a tanh pooler."""
+    """Older Swin checkpoints store relative_position_index (Swin-V2's the coordinate table too);
+    ViTModel stores a tanh pooler."""
     def add_index(checkpoint):
         name = "swin.encoder.layers.0.blocks.0.attention.self.relative_position_index"
         checkpoint[name] = np.zeros(81, np.int64)
 
+    def add_v2_buffers(checkpoint):
+        prefix = "swinv2.encoder.layers.0.blocks.0.attention.self."
+        checkpoint[prefix + "relative_position_index"] = np.zeros((9, 9), np.int64)
+        checkpoint[prefix + "relative_coords_table"] = np.zeros((1, 5, 5, 2), np.float32)
+
     def add_pooler(checkpoint):
         checkpoint["pooler.dense.weight"] = np.zeros((16, 16), np.float32)
         checkpoint["pooler.dense.bias"] = np.zeros(16, np.float32)
-    for name, edit in [("swin_tiny", add_index), ("vit_tiny", add_pooler)]:
+    for name, edit in [("swin_tiny", add_index), ("vit_tiny", add_pooler),
+                       ("swinv2_tiny", add_v2_buffers)]:
         (tmp_path / name).mkdir()
         expected = expected_outputs(name)
         model = load_pretrained(fixture_copy(tmp_path / name, name, edit), dtype="float64")
@@ -261,8 +307,9 @@ def test_missing_files_say_what_is_needed(tmp_path):
         load_pretrained(tmp_path)
 
 
-def test_swin_with_absolute_position_embeddings_is_refused(tmp_path):
+@pytest.mark.parametrize("name", ["swin_tiny", "swinv2_tiny"])
+def test_swin_with_absolute_position_embeddings_is_refused(name, tmp_path):
     def edit(config):
         config["use_absolute_embeddings"] = True
     with pytest.raises(ValueError, match="use_absolute_embeddings=true are not supported"):
-        load_pretrained(fixture_copy(tmp_path, "swin_tiny", edit_config=edit))
+        load_pretrained(fixture_copy(tmp_path, name, edit_config=edit))

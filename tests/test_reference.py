@@ -939,3 +939,36 @@ def test_instruction_labels_keep_exactly_the_response_and_its_eos(prompt, respon
     assert (labels[supervised] == ids[supervised]).all()
     assert (labels[~supervised] == -7).all()
     assert labels[prompt + response] == eos
+
+# ----------------------------------------------------------------------------------------- Swin-V2
+
+
+def test_patch_merging_v2_matches_transformers():
+    torch = pytest.importorskip("torch")
+    swinv2 = pytest.importorskip("transformers.models.swinv2.modeling_swinv2")
+    merging = randomize_(swinv2.Swinv2PatchMerging((5, 3), dim=3), 6)
+    x = np.random.default_rng(6).standard_normal((2, 5 * 3, 3))  # odd height: padded
+    with torch.no_grad():
+        expected = merging(torch.from_numpy(x), (5, 3)).numpy()
+    assert_close(rs.patch_merging_v2(x, (5, 3), numpy_state(merging)), expected)
+
+
+@pytest.mark.parametrize("image_size, pretrained_window_sizes", [
+    (32, [0, 4, 0]),    # 8×8 (padded to 9) -> 4×4 (padded to 6), both shifted -> one 2×2 window
+    (48, [0, 0, 6]),    # 12×12 -> 6×6, shifted -> one 3×3 window
+])
+def test_swinv2_matches_transformers(image_size, pretrained_window_sizes):
+    """Swinv2Model's last_hidden_state from its checkpoint names (transformers keeps them in
+    memory), every parameter drawn (random_parameter: temperatures beyond the clamp at 100)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from make_vision_fixtures import randomize
+    config = transformers.Swinv2Config(image_size=image_size, patch_size=4, embed_dim=8,
+                                       depths=[2, 2, 2], num_heads=[2, 2, 4], window_size=3,
+                                       pretrained_window_sizes=pretrained_window_sizes,
+                                       mlp_ratio=2.0)
+    model = randomize(transformers.Swinv2Model(config), 7).double()
+    pixels = np.random.default_rng(7).standard_normal((2, 3, image_size, image_size))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(pixels)).last_hidden_state.numpy()
+    assert_close(rs.swin_last_hidden_state(pixels, numpy_state(model), config.to_dict()), expected)

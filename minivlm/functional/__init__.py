@@ -19,6 +19,7 @@ The ops by family, one module each:
                   apply_rotary_pos_emb
     multihead     multi_head_attention_forward (nn.MultiheadAttention's computation), additive_mask
     conv          conv1d, conv2d, avg_pool2d, max_pool2d, adaptive_avg_pool2d, batch_norm
+    recurrent     rnn (one layer of nn.RNN, its recurrence one op with backward through time)
 
 and how they go fast: `cpu` holds the CPU speed helpers (cache-sized blocks, a float32 erf) and
 hands CuPy arrays to the fused GPU kernels of `kernels`.
@@ -44,6 +45,7 @@ from .attention import (RotaryEmbedding, ScaledDotProductAttention, apply_rotary
 from .multihead import additive_mask, multi_head_attention_forward
 from .conv import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm, Conv2d, MaxPool2d, adaptive_avg_pool2d,
                    avg_pool2d, batch_norm, conv1d, conv2d, max_pool2d)
+from .recurrent import Recurrence, rnn
 
 # every op imported above (not the family modules themselves), so that help(F) lists them
 __all__ = [name for name, value in globals().items() if callable(value) and name[0] != "_"]

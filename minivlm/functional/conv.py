@@ -139,28 +139,39 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     H' = (H + 2·ph − kh) // sh + 1. stride and padding are ints or (h, w) pairs."""
     _check_image(x, "conv2d")
     stride, padding = as_pair(stride, "conv2d stride"), as_pair(padding, "conv2d padding")
-    if weight.ndim != 4 or weight.shape[0] % groups:
-        raise ValueError(f"conv2d: the weight must be (out_channels, in_channels/groups, kh, kw) "
-                         f"with out_channels divisible by groups={groups}, got shape "
-                         f"{tuple(weight.shape)}")
-    if x.shape[1] != weight.shape[1] * groups:
-        raise ValueError(f"conv2d: input of shape {tuple(x.shape)} has {x.shape[1]} channels but "
-                         f"the weight of shape {tuple(weight.shape)} with groups={groups} expects "
-                         f"{weight.shape[1] * groups}")
-    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
-        raise ValueError(f"conv2d: bias of shape {tuple(bias.shape)} does not match the weight of "
-                         f"shape {tuple(weight.shape)} ({weight.shape[0]} output channels)")
+    if weight.ndim != 4:
+        raise ValueError(f"conv2d: the weight must be (out_channels, in_channels/groups, kh, kw), "
+                         f"got shape {tuple(weight.shape)}")
+    _check_channels(x, weight, bias, groups, "conv2d")
     _check_windows_fit(x, weight.shape[2:], padding, "conv2d")
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*tensors, stride=stride, padding=padding, groups=groups)
 
 
+def _check_channels(x, weight, bias, groups, op):
+    """An error naming the shapes when x's channels, the weight and the bias do not fit."""
+    if weight.shape[0] % groups:
+        raise ValueError(f"{op}: the weight of shape {tuple(weight.shape)} has {weight.shape[0]} "
+                         f"output channels, not divisible by groups={groups}")
+    if x.shape[1] != weight.shape[1] * groups:
+        raise ValueError(f"{op}: input of shape {tuple(x.shape)} has {x.shape[1]} channels but "
+                         f"the weight of shape {tuple(weight.shape)} with groups={groups} expects "
+                         f"{weight.shape[1] * groups}")
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"{op}: bias of shape {tuple(bias.shape)} does not match the weight of "
+                         f"shape {tuple(weight.shape)} ({weight.shape[0]} output channels)")
+
+
 def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
-    """1-d convolution as torch's F.conv1d: x (N, C, L), weight (O, C/groups, k), bias (O,)
-    -> (N, O, L') with L' = (L + 2·padding − k) // stride + 1; conv2d over a height of 1."""
+    """1-d convolution as torch's F.conv1d: x (N, C, L) or unbatched (C, L), weight
+    (O, C/groups, k), bias (O,) -> (N, O, L') with L' = (L + 2·padding − k) // stride + 1 (or
+    (O, L')); conv2d over a height of 1."""
+    if x.ndim == 2:
+        return squeeze(conv1d(unsqueeze(x, 0), weight, bias, stride, padding, groups), 0)
     if x.ndim != 3 or weight.ndim != 3:
-        raise ValueError(f"conv1d: expected x (N, C, L) and weight (O, C/groups, k), got shapes "
-                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+        raise ValueError(f"conv1d: expected x (N, C, L) or (C, L) and weight (O, C/groups, k), "
+                         f"got shapes {tuple(x.shape)} and {tuple(weight.shape)}")
+    _check_channels(x, weight, bias, groups, "conv1d")
     y = conv2d(unsqueeze(x, 2), unsqueeze(weight, 2), bias, stride=(1, _single(stride, "stride")),
                padding=(0, _single(padding, "padding")), groups=groups)
     return squeeze(y, 2)

@@ -16,12 +16,26 @@ padded tokens are not masked. A feature map no bigger than the window (side ≤ 
 its own size, unshifted. The relative position bias is looked up by (Δrow, Δcol) in the
 (2M−1)² table, so a smaller window uses the table's centre (HF fails there; the original code
 builds a smaller table).
+
+Swin-V2 (Liu et al., 2022; the slide "Other Hierarchical Vision Transformers") scales the model
+up and changes three things, each a subclass here beside the V1 part it replaces:
+
+    scaled cosine attention       cos(q, k)·τ per head, τ = exp(logit_scale) ≤ 100, learned
+                                  (WindowAttentionV2.attend): scores stay bounded in large models
+    log-spaced continuous bias    16·σ(MLP(log-spaced Δrow, Δcol)) instead of a table
+                                  (WindowAttentionV2.relative_position_bias): any window size
+    residual post-norm            x + norm(attn(x)), x + norm(mlp(x)) (SwinV2Block.forward)
+
+and its patch merging normalises after the 4C -> 2C reduction (PatchMergingV2).
+
+    model = SwinTransformerV2(SwinV2Config(image_size=256, window_size=8))   # Swin-V2-T at 256
 """
 import dataclasses
+import math
 
 from .. import functional as F
 from .. import nn
-from ..autograd import Parameter, Tensor, empty
+from ..autograd import Parameter, Tensor, empty, full
 from ..backend import xp_of
 from .vit import PatchEmbedding, ViTAttention, activation, init_linear_layers
 
@@ -29,6 +43,8 @@ from .vit import PatchEmbedding, ViTAttention, activation, init_linear_layers
 # config says (as in Hugging Face's SwinModel).
 DEFAULT_LAYER_NORM_EPS = 1e-5
 SHIFT_MASK_VALUE = -100.0  # added to the scores of token pairs the cyclic shift made neighbours
+CPB_HIDDEN = 512           # the width of Swin-V2's continuous position bias MLP
+MAX_LOGIT_SCALE = math.log(1 / 0.01)   # Swin-V2's cosine attention: τ = exp(logit_scale) ≤ 100
 
 
 @dataclasses.dataclass
@@ -57,6 +73,22 @@ class SwinConfig:
     def stage_dim(self, stage):
         """Channels in stage `stage` (0-based): C, 2C, 4C, ..."""
         return self.embed_dim * 2 ** stage
+
+
+@dataclasses.dataclass
+class SwinV2Config(SwinConfig):
+    """SwinConfig plus Swin-V2's pretrained_window_sizes (Hugging Face Swinv2Config's names):
+    the window each stage was pre-trained with (0: none). The position bias's coordinates are
+    scaled by it, so that a model fine-tuned with larger windows feeds its MLP the same range."""
+    pretrained_window_sizes: tuple = (0, 0, 0, 0)
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.pretrained_window_sizes = tuple(self.pretrained_window_sizes)
+        if len(self.pretrained_window_sizes) < len(self.depths):
+            raise ValueError(f"SwinV2Config: pretrained_window_sizes "
+                             f"{self.pretrained_window_sizes} needs one entry per stage of "
+                             f"depths {self.depths}")
 
 
 def swin_t(**overrides):
@@ -130,26 +162,65 @@ class WindowAttention(ViTAttention):
         index = relative_position_index(window, self.window_size, xp_of(table.array))
         return table[index].permute(2, 0, 1)
 
-    def forward(self, windows, window, mask=None):
-        """windows (B, windows, window², C); mask: None or (windows, window², window²), added to
-        every head's scores."""
-        bias = self.relative_position_bias(window)
-        if mask is not None:
-            bias = bias + Tensor(mask[:, None])  # (windows, heads, window², window²)
-        return super().forward(windows, attn_mask=bias)
+
+def log_spaced_coordinates(window, pretrained_window, xp):
+    """((2·window − 1)², 2): the offsets (Δrow, Δcol) of two tokens of a window, in the order of
+    relative_position_index's rows, scaled to [−8, 8] (by the pre-training window when given)
+    and log-spaced, sign(d)·log2(1 + |d|) / log2(8): a larger window then reaches only a little
+    further out in log units. In float32, as the original code and transformers build it."""
+    offsets = xp.arange(-(window - 1), window, dtype="float32")
+    rows, cols = xp.meshgrid(offsets, offsets, indexing="ij")
+    coordinates = xp.stack([rows.reshape(-1), cols.reshape(-1)], axis=1)
+    span = pretrained_window - 1 if pretrained_window > 0 else max(window - 1, 1)
+    coordinates = coordinates / xp.float32(span) * xp.float32(8)
+    return xp.sign(coordinates) * xp.log2(xp.abs(coordinates) + 1) / xp.float32(math.log2(8))
+
+
+class WindowAttentionV2(ViTAttention):
+    """Swin-V2's window attention: scaled cosine attention with a learned temperature per head,
+    and a continuous position bias, 16·σ(cpb_mlp(log-spaced offset)), for any window size; the
+    key has no bias (q and v do when qkv_bias). (B, windows, window², C) -> same."""
+
+    def __init__(self, dim, num_heads, pretrained_window_size=0, qkv_bias=True):
+        super().__init__(dim, num_heads, qkv_bias=qkv_bias)
+        self.k = nn.Linear(dim, dim, bias=False)
+        self.pretrained_window_size = pretrained_window_size
+        self.logit_scale = Parameter(full((num_heads, 1, 1), math.log(10)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, CPB_HIDDEN), nn.ReLU(),
+                                     nn.Linear(CPB_HIDDEN, num_heads, bias=False))
+
+    def relative_position_bias(self, window):
+        """(heads, window², window²): the MLP's bias for each pair of tokens of a window."""
+        xp, dtype = xp_of(self.logit_scale.array), self.logit_scale.dtype
+        coordinates = log_spaced_coordinates(window, self.pretrained_window_size, xp)
+        table = 16 * F.sigmoid(self.cpb_mlp(Tensor(coordinates.astype(dtype))))  # (offsets, heads)
+        return table[relative_position_index(window, window, xp)].permute(2, 0, 1)
+
+    def attend(self, q, k, v, attn_mask):
+        """softmax(cos(q, k)·τ + mask) v with τ = exp(min(logit_scale, log 100)) per head.
+        (transformers adds the shift mask twice, −200 for −100: softmax cannot tell them apart.)"""
+        temperature = F.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()   # (heads, 1, 1)
+        return F.scaled_dot_product_attention(F.normalize(q, dim=-1) * temperature,
+                                              F.normalize(k, dim=-1), v, attn_mask=attn_mask,
+                                              scale=1.0)
 
 
 class SwinBlock(nn.Module):
     """A pre-norm block whose attention is (shifted-)window attention. (B, H·W, C) -> same."""
 
-    def __init__(self, config, dim, num_heads, block_index):
+    def __init__(self, config, stage, block_index):
         super().__init__()
+        dim = config.stage_dim(stage)
         self.window_size, self.block_index = config.window_size, block_index
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
-        self.attn = WindowAttention(dim, num_heads, config.window_size, qkv_bias=config.qkv_bias)
+        self.attn = self.make_attention(config, stage)
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.mlp = nn.MLP(dim, int(config.mlp_ratio * dim),
                           activation=activation(config.hidden_act))
+
+    def make_attention(self, config, stage):
+        return WindowAttention(config.stage_dim(stage), config.num_heads[stage],
+                               config.window_size, qkv_bias=config.qkv_bias)
 
     def window_attention(self, x, resolution):
         """Pad to whole windows, roll by −shift, attend within windows, then undo all three."""
@@ -158,11 +229,12 @@ class SwinBlock(nn.Module):
         window, shift = window_and_shift(resolution, self.window_size, self.block_index)
         pad_H, pad_W = -H % window, -W % window
         x = F.pad(x.reshape(B, H, W, C), (0, 0, 0, pad_W, 0, pad_H))
-        mask = None
+        bias = self.attn.relative_position_bias(window)              # (heads, window², window²)
         if shift:
             x = F.roll(x, (-shift, -shift), dims=(1, 2))
             mask = shift_mask(H + pad_H, W + pad_W, window, shift, xp_of(x.array), x.dtype)
-        windows = self.attn(window_partition(x, window), window, mask)
+            bias = bias + Tensor(mask[:, None])         # (windows, heads, window², window²)
+        windows = self.attn(window_partition(x, window), attn_mask=bias)
         x = window_merge(windows, window, H + pad_H, W + pad_W)
         if shift:
             x = F.roll(x, (shift, shift), dims=(1, 2))
@@ -171,6 +243,19 @@ class SwinBlock(nn.Module):
     def forward(self, x, resolution):
         x = x + self.window_attention(self.norm1(x), resolution)
         return x + self.mlp(self.norm2(x))
+
+
+class SwinV2Block(SwinBlock):
+    """Swin-V2's block: residual post-norm, x + norm1(attn(x)) then x + norm2(mlp(x)) (the norms
+    keep each branch's output small as the model grows), and WindowAttentionV2."""
+
+    def make_attention(self, config, stage):
+        return WindowAttentionV2(config.stage_dim(stage), config.num_heads[stage],
+                                 config.pretrained_window_sizes[stage], qkv_bias=config.qkv_bias)
+
+    def forward(self, x, resolution):
+        x = x + self.norm1(self.window_attention(x, resolution))
+        return x + self.norm2(self.mlp(x))
 
 
 class PatchMerging(nn.Module):
@@ -183,25 +268,40 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim, eps=DEFAULT_LAYER_NORM_EPS)
         self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
 
-    def forward(self, x, resolution):
+    def neighbours(self, x, resolution):
+        """(B, H·W, C) -> (B, ⌈H/2⌉·⌈W/2⌉, 4C): each 2×2 group's tokens side by side."""
         B, _, C = x.shape
         H, W = resolution
         x = F.pad(x.reshape(B, H, W, C), (0, 0, 0, W % 2, 0, H % 2))
         h, w = (H + 1) // 2, (W + 1) // 2
         x = x.reshape(B, h, 2, w, 2, C).permute(0, 1, 3, 4, 2, 5)  # (B, h, w, col, row, C)
-        return self.reduction(self.norm(x.reshape(B, h * w, 4 * C)))
+        return x.reshape(B, h * w, 4 * C)
+
+    def forward(self, x, resolution):
+        return self.reduction(self.norm(self.neighbours(x, resolution)))
+
+
+class PatchMergingV2(PatchMerging):
+    """Swin-V2's patch merging: the same 2×2 concatenation projected 4C -> 2C first, then
+    layer-normed over the 2C channels."""
+
+    def __init__(self, dim):
+        super().__init__(dim)
+        self.norm = nn.LayerNorm(2 * dim, eps=DEFAULT_LAYER_NORM_EPS)
+
+    def forward(self, x, resolution):
+        return self.norm(self.reduction(self.neighbours(x, resolution)))
 
 
 class SwinStage(nn.Module):
     """`depth` Swin blocks (shifted in every second one), then patch merging unless last."""
 
-    def __init__(self, config, stage):
+    def __init__(self, config, stage, block_class=SwinBlock, merging_class=PatchMerging):
         super().__init__()
-        dim, heads = config.stage_dim(stage), config.num_heads[stage]
-        self.blocks = nn.ModuleList(SwinBlock(config, dim, heads, block_index=j)
+        self.blocks = nn.ModuleList(block_class(config, stage, block_index=j)
                                     for j in range(config.depths[stage]))
         last = stage == len(config.depths) - 1
-        self.downsample = None if last else PatchMerging(dim)
+        self.downsample = None if last else merging_class(config.stage_dim(stage))
 
     def forward(self, x, resolution):
         """(B, H·W, C), (H, W) -> the next stage's input and resolution."""
@@ -214,13 +314,15 @@ class SwinStage(nn.Module):
 
 class SwinTransformer(nn.Module):
     """pixels (B, C, H, W) -> logits (B, num_classes) (or the mean token if num_classes=0)."""
+    block_class, merging_class = SwinBlock, PatchMerging
 
     def __init__(self, config):
         super().__init__()
         self.config = config
         self.patch_embed = PatchEmbedding(config.num_channels, config.embed_dim, config.patch_size)
         self.patch_norm = nn.LayerNorm(config.embed_dim, eps=DEFAULT_LAYER_NORM_EPS)
-        self.stages = nn.ModuleList(SwinStage(config, i) for i in range(len(config.depths)))
+        self.stages = nn.ModuleList(SwinStage(config, i, self.block_class, self.merging_class)
+                                    for i in range(len(config.depths)))
         final_dim = config.stage_dim(len(config.depths) - 1)
         self.norm = nn.LayerNorm(final_dim, eps=config.layer_norm_eps)
         self.head = nn.Linear(final_dim, config.num_classes) if config.num_classes \
@@ -240,3 +342,14 @@ class SwinTransformer(nn.Module):
 
     def forward(self, pixels):
         return self.head(self.forward_features(pixels).mean(dim=1))
+
+
+class SwinTransformerV2(SwinTransformer):
+    """Swin-V2 (a SwinV2Config): pixels (B, C, H, W) -> logits (B, num_classes), or the mean
+    token; forward_features gives HF Swinv2Model's last_hidden_state.
+
+    Each block's window is chosen from the feature map it is given, as in V1; transformers'
+    Swinv2 fixes it when built, from the configured image size halved with floor division,
+    which is the same wherever the stages' sides are the configured ones and halve exactly (or
+    stay larger than the window)."""
+    block_class, merging_class = SwinV2Block, PatchMergingV2

@@ -135,9 +135,13 @@ class ViTAttention(nn.Module):
         def split_heads(t):  # (..., N, D) -> (..., heads, N, head_dim)
             return t.reshape(*batch, N, self.num_heads, self.head_dim).transpose(-3, -2)
 
-        y = F.scaled_dot_product_attention(split_heads(self.q(x)), split_heads(self.k(x)),
-                                           split_heads(self.v(x)), attn_mask=attn_mask)
+        y = self.attend(split_heads(self.q(x)), split_heads(self.k(x)), split_heads(self.v(x)),
+                        attn_mask)
         return self.proj(y.transpose(-3, -2).reshape(*batch, N, D))
+
+    def attend(self, q, k, v, attn_mask):
+        """Each head's softmax(q kᵀ/√head_dim + mask) v: q, k, v (..., heads, N, head_dim)."""
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 class Block(nn.Module):

@@ -22,5 +22,6 @@ from .transformer import (CoAttentionBlock, CrossAttentionBlock, Transformer, Tr
 from .positional import (LearnedPositionalEmbedding, RotaryEmbedding, SinusoidalPositionalEncoding,
                          sinusoidal_table)
 from .conv import AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv1d, Conv2d, MaxPool2d
+from .recurrent import RNN
 
 sys.modules[__name__ + ".functional"] = functional   # `import minivlm.nn.functional as F`

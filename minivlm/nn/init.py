@@ -12,7 +12,7 @@ import contextlib
 import functools
 import math
 
-from .. import backend
+from .. import autograd, backend
 from ..backend import xp_of
 
 
@@ -155,3 +155,17 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan."""
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))
+
+
+@contextlib.contextmanager
+def shapes_only():
+    """Build models whose parameters have their shapes and dtypes but hold no memory, as on
+    torch's meta device: within this block `empty` tensors are read-only zero-stride views of one
+    zero (autograd.empty_as_views) and the init functions draw and write nothing (no_init).
+    Enough to count GPT-3's 175 billion parameters; such a model cannot run, train or be saved.
+
+        with nn.init.shapes_only():
+            model = CausalLM(LMConfig("causal", vocab_size=50257, width=12288, ...))
+        model.num_parameters()"""
+    with no_init(), autograd.empty_as_views():
+        yield

@@ -1,5 +1,6 @@
-"""Image classifiers: Hugging Face `vit` and `swin` directories (ViTModel,
-ViTForImageClassification, SwinModel, SwinForImageClassification), and minivlm's own ResNet.
+"""Image classifiers: Hugging Face `vit`, `swin` and `swinv2` directories (ViTModel,
+ViTForImageClassification, SwinModel, SwinForImageClassification, Swinv2Model,
+Swinv2ForImageClassification), and minivlm's own ResNet.
 
 The Hugging Face configs use the names of minivlm's ViTConfig and SwinConfig, so a config is
 read and written field by field; the classifier's size comes from its weight (0 without one).
@@ -7,7 +8,7 @@ read and written field by field; the classifier's size comes from its weight (0 
 import dataclasses
 
 from ..models.resnet import ResNet
-from ..models.swin import SwinConfig, SwinTransformer
+from ..models.swin import SwinConfig, SwinTransformer, SwinTransformerV2, SwinV2Config
 from ..models.vit import ViT, ViTConfig
 from .names import Architecture
 
@@ -48,6 +49,17 @@ SWIN_NAMES = {
     "classifier": "head",
 }
 
+# Swin-V2: V1's names, the bias table replaced by the temperature and the position-bias MLP
+_V2_ATTENTION = "encoder.layers.{i}.blocks.{j}.attention.self."
+SWINV2_NAMES = {
+    **{name: target for name, target in SWIN_NAMES.items() if "relative_position" not in name},
+    _V2_ATTENTION + "logit_scale": "stages.{i}.blocks.{j}.attn.logit_scale",
+    _V2_ATTENTION + "continuous_position_bias_mlp.0": "stages.{i}.blocks.{j}.attn.cpb_mlp.0",
+    _V2_ATTENTION + "continuous_position_bias_mlp.2": "stages.{i}.blocks.{j}.attn.cpb_mlp.2",
+    _V2_ATTENTION + "relative_coords_table": None,      # buffers, built from the window alone
+    _V2_ATTENTION + "relative_position_index": None,
+}
+
 
 def _config_from_json(config_class, config_json, checkpoint):
     """config_class filled from the config's entries of the same names (missing: defaults), the
@@ -67,19 +79,26 @@ def _classifier_json(model, model_type, name):
             "id2label": labels, "label2id": {v: int(k) for k, v in labels.items()}}
 
 
-def _swin_config(config_json, checkpoint):
-    if config_json.get("use_absolute_embeddings"):
-        raise ValueError("Swin checkpoints with use_absolute_embeddings=true are not supported")
-    return _config_from_json(SwinConfig, config_json, checkpoint)
+def _swin_config(config_class):
+    """config_json, checkpoint -> a config_class (SwinConfig or SwinV2Config)."""
+    def config_from_json(config_json, checkpoint):
+        if config_json.get("use_absolute_embeddings"):
+            raise ValueError("Swin checkpoints with use_absolute_embeddings=true are not "
+                             "supported")
+        return _config_from_json(config_class, config_json, checkpoint)
+    return config_from_json
 
 
 ARCHITECTURES = [
     Architecture("vit", ViT, lambda c, ckpt: _config_from_json(ViTConfig, c, ckpt),
                  lambda model: _classifier_json(model, "vit", "ViT"),
                  names=VIT_NAMES, prefix="vit.", unprefixed=("classifier",)),
-    Architecture("swin", SwinTransformer, _swin_config,
+    Architecture("swin", SwinTransformer, _swin_config(SwinConfig),
                  lambda model: _classifier_json(model, "swin", "Swin"),
                  names=SWIN_NAMES, prefix="swin.", unprefixed=("classifier",)),
+    Architecture("swinv2", SwinTransformerV2, _swin_config(SwinV2Config),
+                 lambda model: _classifier_json(model, "swinv2", "Swinv2"),
+                 names=SWINV2_NAMES, prefix="swinv2.", unprefixed=("classifier",)),
     # torchvision's names; Hugging Face's ResNet is another network (its own stem and names)
     Architecture("minivlm_resnet", ResNet, lambda config_json, _: config_json["resnet"],
                  lambda model: {"model_type": "minivlm_resnet", "resnet": model.config},

@@ -3,7 +3,12 @@ minivlm.recipes.experiments per experiment, each with `add_arguments(parser)` an
 Every experiment writes results.json, metrics.jsonl and a figure into --out."""
 import importlib
 
-EXPERIMENTS = {}   # name -> (module in minivlm.recipes.experiments, one-line help)
+EXPERIMENTS = {   # name -> (module in minivlm.recipes.experiments, one-line help)
+    "model-sizes": ("model_sizes", "the lecture's table of Transformer sizes (Transformer-Base "
+                                   "... Gopher) counted from minivlm's own models' shapes"),
+    "sequences": ("sequences", "three ways of processing sequences (RNN, 1D convolution, "
+                               "self-attention): receptive field, sequential steps, time, memory"),
+}
 
 
 def add_arguments(parser):
