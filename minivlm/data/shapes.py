@@ -95,9 +95,9 @@ def make_shapes(n, image_size=32, seed=0, pairs=None, noise=0.02):
     centre_y = (np.take(ANCHORS, row) + rng.uniform(-JITTER, JITTER, n)) * image_size
     centre_x = (np.take(ANCHORS, column) + rng.uniform(-JITTER, JITTER, n)) * image_size
     radius = np.take(RADII, labels["size"]) * rng.uniform(0.95, 1.05, n) * image_size
-    coverage = _coverage(shape, centre_x, centre_y, radius, image_size)[:, None]   # (n, 1, H, W)
+    covered = coverage(shape, centre_x, centre_y, radius, image_size)[:, None]    # (n, 1, H, W)
     rgb = np.array(list(COLOURS.values()), np.float32)[colour][:, :, None, None]   # (n, 3, 1, 1)
-    images = BACKGROUND + coverage * (rgb - BACKGROUND)
+    images = BACKGROUND + covered * (rgb - BACKGROUND)
     images += noise * rng.standard_normal(images.shape, dtype=np.float32)
     np.clip(images, 0, 1, out=images)
     colour_names = list(COLOURS)
@@ -117,7 +117,7 @@ def _pair_ids(pairs):
     return np.array([(colour_ids[c], shape_ids[s]) for c, s in pairs], dtype=np.int64)
 
 
-def _coverage(shape, centre_x, centre_y, radius, image_size):
+def coverage(shape, centre_x, centre_y, radius, image_size):
     """Fraction of each pixel that each image's shape covers: float32 (n, H, W) in [0, 1]."""
     s = _SUPERSAMPLE
     samples = ((np.arange(image_size * s) + 0.5) / s).astype(np.float32)   # sub-pixel centres
