@@ -1,5 +1,6 @@
 """PNG figures of a CLIP run: the loss curve, the image × text similarity matrix (the CLIP
-notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6).
+notebook's figure), a confusion matrix and the few-shot curve (the CLIP paper's Figure 6); and
+the experiments' grouped bars and accuracy curves.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -8,6 +9,8 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_similarity(similarity, images, texts, "similarity.png")
     plot_confusion(counts, class_names, "confusion.png")
     plot_few_shot({1: 0.4, 2: 0.6, ...}, "few_shot.png", zero_shot=0.9, linear_probe=0.97)
+    plot_bars({"cbow": [0.9, 0.5]}, ["seen", "swapped"], "bars.png", "title", chance=[0.1, 0.5])
+    plot_lines({"vit": ([1000, 4000], [0.6, 0.9])}, "lines.png", "training images", "title")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -113,5 +116,43 @@ def plot_few_shot(accuracies, path, zero_shot=None, linear_probe=None,
     ax.set(xlabel="labelled training examples per class", ylabel="top-1 accuracy (%)",
            title=title, ylim=(0, 100))
     ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    _save(figure, path)
+
+
+def plot_bars(values, categories, path, title, chance=None, ylabel="accuracy (%)"):
+    """Grouped bars: values {series name: [a value in [0, 1] per category]}, drawn in percent,
+    one group per category, one colour per series; chance: [a value per category] (or None),
+    drawn as a dashed line across each group."""
+    figure = Figure(figsize=(1.5 + 1.6 * len(categories), 4))
+    ax = figure.add_subplot()
+    width = 0.8 / len(values)
+    for i, (name, heights) in enumerate(values.items()):
+        ax.bar(np.arange(len(categories)) + (i - (len(values) - 1) / 2) * width,
+               100 * np.asarray(heights), width, label=name)
+    for i, level in enumerate(chance or ()):
+        ax.hlines(100 * level, i - 0.45, i + 0.45, colors="black", linestyles="--",
+                  label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set(ylabel=ylabel, title=title, ylim=(0, 100))
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+
+
+def plot_lines(series, path, xlabel, title, ylabel="accuracy (%)", log_x=True, point_labels=None):
+    """series {name: (xs, ys)}, ys in [0, 1] drawn in percent, as lines with markers (x on a log
+    axis where log_x); point_labels: {name: [a text per point]} written beside the points."""
+    figure = Figure(figsize=(6, 4))
+    ax = figure.add_subplot()
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, 100 * np.asarray(ys), "o-", label=name)
+        for x, y, text in zip(xs, ys, (point_labels or {}).get(name, ())):
+            ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend()
     ax.grid(alpha=0.3)
     _save(figure, path)

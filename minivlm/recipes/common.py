@@ -201,8 +201,7 @@ class Run:
         io.save_safetensors(tensors, self.directory / STATE_FILE, metadata)
 
     def _rewrite_metrics(self):
-        with io.atomic_write(self.directory / METRICS_FILE) as f:
-            f.write("".join(json.dumps(m) + "\n" for m in self.metrics).encode("utf-8"))
+        write_metrics(self.directory, self.metrics)
 
 
 def _state_metadata(directory, command):
@@ -249,6 +248,12 @@ def read_metrics(directory):
         except json.JSONDecodeError:
             continue
     return records
+
+
+def write_metrics(directory, records):
+    """metrics.jsonl in `directory`: one JSON object per record (a dict), replacing the file."""
+    with io.atomic_write(Path(directory) / METRICS_FILE) as f:
+        f.write("".join(json.dumps(record) + "\n" for record in records).encode("utf-8"))
 
 
 def write_results(directory, results):

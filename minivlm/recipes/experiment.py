@@ -3,7 +3,15 @@ minivlm.recipes.experiments per experiment, each with `add_arguments(parser)` an
 Every experiment writes results.json, metrics.jsonl and a figure into --out."""
 import importlib
 
-EXPERIMENTS = {}   # name -> (module in minivlm.recipes.experiments, one-line help)
+EXPERIMENTS = {   # name -> (module in minivlm.recipes.experiments, one-line help)
+    "clip-text-encoders": ("clip_text_encoders", "CLIP with a Transformer or a bag of words "
+                                                 "(CBOW) reading the captions: zero-shot and "
+                                                 "word order"),
+    "vit-vs-resnet": ("vit_vs_resnet", "a ViT and a ResNet of similar compute trained on 1k to "
+                                       "64k images: which needs more data"),
+    "clip-scaling": ("clip_scaling", "CLIP with ResNet and ViT image encoders of three widths: "
+                                     "zero-shot accuracy against training compute"),
+}
 
 
 def add_arguments(parser):
