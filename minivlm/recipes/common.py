@@ -236,6 +236,14 @@ def check_out_directory(directory):
     return directory
 
 
+def add_seed_and_out(parser, name):
+    """The arguments every experiment takes: --seed, and --out (default runs/NAME)."""
+    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    parser.add_argument("--out", default=f"runs/{name}",
+                        help="where results.json, metrics.jsonl and the figure go "
+                             "(default %(default)s)")
+
+
 def read_metrics(directory):
     """The records of metrics.jsonl (a line cut short by a kill is skipped)."""
     path = Path(directory) / METRICS_FILE

@@ -21,7 +21,8 @@ from ...flops import count_flops
 from ...models.clip import CLIPConfig, CLIPVisionConfig
 from ...tokenizers import CLIPTokenizer
 from .. import clip
-from ..common import check_out_directory, positive, write_metrics, write_results
+from ..common import (add_seed_and_out, check_out_directory, positive, write_metrics,
+                      write_results)
 
 NAME = "clip-scaling"
 FIGURE = "clip_scaling.png"
@@ -44,10 +45,7 @@ def add_arguments(parser):
     parser.add_argument("--images-per-pair", type=positive(int), default=clip.TEST_PER_PAIR,
                         help="new images of each colour-shape pair the zero-shot accuracy is "
                              "measured on (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    parser.add_argument("--out", default=f"runs/{NAME}",
-                        help="where results.json, metrics.jsonl and the figure go "
-                             "(default %(default)s)")
+    add_seed_and_out(parser, NAME)
 
 
 def clip_with(vision):

@@ -30,8 +30,8 @@ from ...models.text import TEXT_ENCODERS
 from ...nn import evaluating
 from ...tokenizers import CLIPTokenizer
 from .. import clip
-from ..common import (EVAL_STREAM, TRAIN_STREAM, UsageError, check_out_directory, positive,
-                      seeded_rng, write_metrics, write_results)
+from ..common import (EVAL_STREAM, TRAIN_STREAM, UsageError, add_seed_and_out,
+                      check_out_directory, positive, seeded_rng, write_metrics, write_results)
 
 NAME = "clip-text-encoders"
 FIGURE = "clip_text_encoders.png"
@@ -51,10 +51,7 @@ def add_arguments(parser):
     parser.add_argument("--images-per-pair", type=positive(int), default=clip.TEST_PER_PAIR,
                         help="new images of each colour-shape pair the zero-shot accuracy is "
                              "measured on (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    parser.add_argument("--out", default=f"runs/{NAME}",
-                        help="where results.json, metrics.jsonl and the figure go "
-                             "(default %(default)s)")
+    add_seed_and_out(parser, NAME)
 
 
 # --- data -------------------------------------------------------------------------------------

@@ -23,8 +23,8 @@ from ...autograd import manual_seed, tensor
 from ...data.shapes import make_shapes
 from ...flops import count_flops
 from .. import vision
-from ..common import (EVAL_STREAM, TRAIN_STREAM, UsageError, check_out_directory, positive,
-                      seeded_rng, write_metrics, write_results)
+from ..common import (EVAL_STREAM, TRAIN_STREAM, UsageError, add_seed_and_out,
+                      check_out_directory, positive, seeded_rng, write_metrics, write_results)
 
 NAME = "vit-vs-resnet"
 FIGURE = "vit_vs_resnet.png"
@@ -48,10 +48,7 @@ def add_arguments(parser):
                         help="images per step (default %(default)s)")
     parser.add_argument("--test-images", type=positive(int), default=2000,
                         help="new images the accuracy is measured on (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    parser.add_argument("--out", default=f"runs/{NAME}",
-                        help="where results.json, metrics.jsonl and the figure go "
-                             "(default %(default)s)")
+    add_seed_and_out(parser, NAME)
 
 
 # --- data -------------------------------------------------------------------------------------
