@@ -40,7 +40,6 @@ and compares its images with the texts of all ranks and its texts with all image
 the whole batch (to float rounding).
 """
 import dataclasses
-import functools
 import time
 from pathlib import Path
 
@@ -194,8 +193,8 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250, batc
     schedule = cosine_schedule(optimizer, min(config.warmup_steps, config.steps), config.steps)
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
     if batches is None:
-        batches = functools.partial(training_batch, config, pairs=config.pairs()[0],
-                                    tokenizer=CLIPTokenizer())
+        seen, tokenizer = config.pairs()[0], CLIPTokenizer()
+        batches = lambda step: training_batch(config, step, seen, tokenizer)   # noqa: E731
 
     def loss_of_step(step):
         """The contrastive loss of this rank's (image, caption) pairs of step `step` against the
