@@ -1,7 +1,7 @@
 """PNG figures of the training commands: the loss curve, the image × text similarity matrix (the
 CLIP notebook's figure), a confusion matrix, the few-shot curve (the CLIP paper's Figure 6) and
 the VLM's stages side by side; and the lecture's experiments: the model-size table, three ways
-of processing sequences.
+of processing sequences, grouped bars and accuracy curves.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no window, no global state) and
 each file is written to a temporary name, then renamed (minivlm.io.atomic_write).
@@ -14,6 +14,8 @@ each file is written to a temporary name, then renamed (minivlm.io.atomic_write)
     plot_model_sizes(names, slide_counts, counted, "model_sizes.png")
     plot_sequences({"RNN": field, ...}, lengths, {"RNN": seconds, ...}, {"RNN": bytes, ...},
                    "sequences.png")
+    plot_bars({"cbow": [0.9, 0.5]}, ["seen", "swapped"], "bars.png", "title", chance=[0.1, 0.5])
+    plot_lines({"vit": ([1000, 4000], [0.6, 0.9])}, "lines.png", "training images", "title")
 """
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -126,24 +128,14 @@ def plot_few_shot(accuracies, path, zero_shot=None, linear_probe=None,
 def plot_stages(results, path, title="the VLM after each training stage"):
     """Exact match per task type (seen pairs), held-out pairs and POPE's F1, one bar per stage
     ({stage: evaluate()'s dict}), as grouped bars."""
-    stages = list(results)
-    groups = [(task, "exact_match", task) for task in results[stages[-1]]["exact_match"]]
-    groups += [(f"{task}\n(held-out)", "exact_match_held_out", task)
-               for task in results[stages[-1]]["exact_match_held_out"]]
-    figure = Figure(figsize=(11, 4))
-    ax = figure.add_subplot()
-    width = 0.8 / len(stages)
-    for i, stage in enumerate(stages):
-        values = [100 * results[stage][key][task] for _, key, task in groups]
-        values.append(100 * results[stage]["pope"]["f1"])
-        ax.bar(np.arange(len(values)) + (i - (len(stages) - 1) / 2) * width, values, width,
-               label=stage)
-    ax.set_xticks(np.arange(len(groups) + 1), [name for name, _, _ in groups] + ["POPE F1"],
-                  fontsize=8)
-    ax.set(ylabel="exact match (%)", ylim=(0, 100), title=title)
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    _save(figure, path)
+    last = results[list(results)[-1]]
+    groups = [("exact_match", task, task) for task in last["exact_match"]]
+    groups += [("exact_match_held_out", task, f"{task}\n(held-out)")
+               for task in last["exact_match_held_out"]]
+    values = {stage: [r[key][task] for key, task, _ in groups] + [r["pope"]["f1"]]
+              for stage, r in results.items()}
+    plot_bars(values, [name for _, _, name in groups] + ["POPE F1"], path, title,
+              ylabel="exact match (%)")
 
 
 def plot_model_sizes(names, slide, counted, path,
@@ -188,4 +180,42 @@ def plot_sequences(fields, lengths, seconds, peak_bytes, path):
         ax.set(xscale="log", yscale="log", xlabel="sequence length N", ylabel=label)
         ax.legend()
         ax.grid(alpha=0.3, which="both")
+    _save(figure, path)
+
+
+def plot_bars(values, categories, path, title, chance=None, ylabel="accuracy (%)"):
+    """Grouped bars: values {series name: [a value in [0, 1] per category]}, drawn in percent,
+    one group per category, one colour per series; chance: [a value per category] (or None),
+    drawn as a dashed line across each group."""
+    figure = Figure(figsize=(1.5 + 1.6 * len(categories), 4))
+    ax = figure.add_subplot()
+    width = 0.8 / len(values)
+    for i, (name, heights) in enumerate(values.items()):
+        ax.bar(np.arange(len(categories)) + (i - (len(values) - 1) / 2) * width,
+               100 * np.asarray(heights), width, label=name)
+    for i, level in enumerate(chance or ()):
+        ax.hlines(100 * level, i - 0.45, i + 0.45, colors="black", linestyles="--",
+                  label="chance" if i == 0 else None)
+    ax.set_xticks(range(len(categories)), categories)
+    ax.set(ylabel=ylabel, title=title, ylim=(0, 100))
+    ax.legend(loc="lower right")
+    ax.grid(axis="y", alpha=0.3)
+    _save(figure, path)
+
+
+def plot_lines(series, path, xlabel, title, ylabel="accuracy (%)", log_x=True, point_labels=None):
+    """series {name: (xs, ys)}, ys in [0, 1] drawn in percent, as lines with markers (x on a log
+    axis where log_x); point_labels: {name: [a text per point]} written beside the points."""
+    figure = Figure(figsize=(6, 4))
+    ax = figure.add_subplot()
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, 100 * np.asarray(ys), "o-", label=name)
+        for x, y, text in zip(xs, ys, (point_labels or {}).get(name, ())):
+            ax.annotate(text, (x, 100 * y), textcoords="offset points", xytext=(4, -10),
+                        fontsize=8)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
     _save(figure, path)

@@ -41,10 +41,11 @@ ALLOWED = {
     "utils": ENGINE,
     "einops_backend": ENGINE | {"nn"},
     "eval": {"backend", "autograd"},
+    "flops": ENGINE | {"nn", "models"},
     "pretrained": ENGINE | {"nn", "models", "io", "preprocess"},
     "recipes": ENGINE | {"nn", "models", "losses", "optim", "distributed", "io", "progress",
                          "preprocess", "data", "tokenizers", "plots", "eval", "pretrained",
-                         "__init__"},
+                         "flops", "__init__"},
     "__main__": {"recipes", "distributed"},
     "__init__": ENGINE | {"pretrained", "cuda", "serialization", "einops_backend"},
 }

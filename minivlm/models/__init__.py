@@ -5,5 +5,5 @@ from .llava import LlavaConfig, LlavaForConditionalGeneration
 from .lm import CausalLM, LMConfig, MaskedLM
 from .resnet import ModifiedResNet, ResNet, resnet18, resnet50, small_resnet
 from .swin import SwinConfig, SwinTransformer, SwinTransformerV2, SwinV2Config, swin_t
-from .text import CLIPTextConfig, TextTransformer
+from .text import CBOW, CLIPTextConfig, TextTransformer
 from .vit import ViT, ViTConfig, vit_b16, vit_b32, vit_l16

@@ -13,8 +13,9 @@ learned inverse temperature that starts at 1/0.07. Training keeps it at most 100
 gives the same logits as in the implementation that trained it).
 
 The image encoder is CLIP's Vision Transformer (below) or the ModifiedResNet (resnet.py); the
-text encoder is text.py's TextTransformer. Parameter names: `visual.*` as OpenAI's, `text.*` for
-the text encoder (OpenAI keeps those at the top level; minivlm.pretrained.clip maps between them).
+text encoder is text.py's TextTransformer or its bag of words, CBOW (CLIPTextConfig's encoder).
+Parameter names: `visual.*` as OpenAI's, `text.*` for the text encoder (OpenAI keeps those at the
+top level; minivlm.pretrained.clip maps between them).
 """
 import copy
 import dataclasses
@@ -26,7 +27,7 @@ from ..autograd import Parameter, Tensor, empty, full, tensor
 from ..backend import xp_of
 from ..nn.conv import Conv2d
 from .resnet import ModifiedResNet
-from .text import CLIPTextConfig, CLIPTransformer, TextTransformer
+from .text import CLIPTextConfig, CLIPTransformer, text_encoder
 from .vit import activation as activation_class
 
 MAX_LOGIT_SCALE = math.log(100)
@@ -186,7 +187,7 @@ class CLIP(nn.Module):
         super().__init__()
         self.config = config
         self.visual = image_encoder(config.vision, config.embed_dim)
-        self.text = TextTransformer(config.text, config.embed_dim)
+        self.text = text_encoder(config.text, config.embed_dim)
         self.logit_scale = Parameter(full((), math.log(1 / 0.07)))
 
     def encode_image(self, pixels):

@@ -1,8 +1,11 @@
-"""CLIP's text encoder (Radford et al., 2021), with OpenAI's names, and the Transformer it shares
+"""CLIP's text encoders (Radford et al., 2021), with OpenAI's names, and the Transformer it shares
 with CLIP's image encoder.
 
 The slide "Approach": a Transformer reads the caption's token ids; the feature at the
-end-of-text token, projected, is the text embedding.
+end-of-text token, projected, is the text embedding. The paper's pseudocode names a second
+choice, "text_encoder - CBOW or Text Transformer": CBOW (a continuous bag of words) averages the
+caption's token embeddings and projects the mean; it cannot see word order
+(CLIPTextConfig(encoder="cbow")).
 
     ids = CLIPTokenizer()(["a photo of a cat."])          # (1, 77): sot, tokens, eot, zeros
     encoder = TextTransformer(CLIPTextConfig(), embed_dim=512)
@@ -12,7 +15,8 @@ Token embedding + learned positions, pre-norm Transformer blocks with a causal m
 looks ahead), a final layer norm, and the end-of-text feature times `text_projection`. The
 parameter names are those of OpenAI's model.py (token_embedding, positional_embedding,
 transformer.resblocks.{i}.ln_1 / attn / ln_2 / mlp.c_fc / mlp.c_proj, ln_final,
-text_projection), so its checkpoints map onto them one to one.
+text_projection), so its checkpoints map onto them one to one; CBOW has token_embedding and
+text_projection alone.
 """
 import dataclasses
 from collections import OrderedDict
@@ -79,7 +83,9 @@ class CLIPTextConfig:
     eos_token_id: where the text feature is read. None: at the highest id of each sequence, as
     OpenAI's `text.argmax(dim=-1)` (the end-of-text token 49407 is the highest id of CLIP's
     vocabulary). An id: at the first position holding it, as Hugging Face's CLIPTextModel does
-    for configs whose eos_token_id is not the legacy value 2."""
+    for configs whose eos_token_id is not the legacy value 2.
+    encoder: "transformer" (TextTransformer) or "cbow" (CBOW: layers, heads, mlp_width,
+    activation and layer_norm_eps are then unused)."""
     context_length: int = 77
     vocab_size: int = 49408
     width: int = 512
@@ -89,15 +95,53 @@ class CLIPTextConfig:
     activation: str = "quick_gelu"
     layer_norm_eps: float = 1e-5
     eos_token_id: int | None = None
+    encoder: str = "transformer"
 
     def __post_init__(self):
+        if self.encoder not in TEXT_ENCODERS:
+            raise ValueError(f"CLIPTextConfig: encoder must be one of "
+                             f"{', '.join(TEXT_ENCODERS)}, got {self.encoder!r}")
         if self.heads < 1 or self.width % self.heads:
             raise ValueError(f"CLIPTextConfig: width={self.width} is not divisible by "
                              f"heads={self.heads}")
         activation_class(self.activation)
 
 
-class TextTransformer(nn.Module):
+class TextEncoder(nn.Module):
+    """What the text encoders (with their `config` and `token_embedding`) share: the checks on
+    the token ids they read, and where each caption ends."""
+
+    def end_of_text_positions(self, ids):
+        """(N,) the position of each sequence's end-of-text token (CLIPTextConfig.eos_token_id)."""
+        if self.config.eos_token_id is None:
+            return ids.argmax(axis=-1)
+        is_eos = ids == self.config.eos_token_id
+        missing = (~is_eos.any(axis=-1)).nonzero()[0]
+        if len(missing):
+            raise ValueError(f"{type(self).__name__}: the sequences at rows {missing.tolist()} "
+                             f"hold no end-of-text token (eos_token_id="
+                             f"{self.config.eos_token_id})")
+        return is_eos.argmax(axis=-1)
+
+    def _checked_ids(self, ids):
+        """ids as a raw integer array on the weights' backend; a clear error for bad input."""
+        name = type(self).__name__
+        ids = ids.array if isinstance(ids, Tensor) else ids
+        if not backend.is_array(ids) or ids.dtype.kind not in "iu":
+            raise TypeError(f"{name}: expected integer token ids, got "
+                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
+        context_length, vocab_size = self.config.context_length, self.config.vocab_size
+        if ids.ndim != 2 or not 0 < ids.shape[1] <= context_length:
+            raise ValueError(f"{name}: expected token ids of shape (batch, length) with "
+                             f"1 <= length <= context_length={context_length}, got shape "
+                             f"{tuple(ids.shape)}")
+        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+            raise ValueError(f"{name}: token ids must lie in [0, vocab_size={vocab_size}), got "
+                             f"values in [{int(ids.min())}, {int(ids.max())}]")
+        return backend.to_backend(ids, self.token_embedding.weight.device)
+
+
+class TextTransformer(TextEncoder):
     """CLIP's text encoder: token ids (N, L) with L <= context_length -> (N, embed_dim).
 
     Initialised as OpenAI's CLIP.initialize_parameters: token embedding N(0, 0.02²), positions
@@ -138,29 +182,41 @@ class TextTransformer(nn.Module):
         rows = backend.xp_of(ids).arange(ids.shape[0])
         return x[rows, self.end_of_text_positions(ids)] @ self.text_projection
 
-    def end_of_text_positions(self, ids):
-        """(N,) the position of each sequence's end-of-text token (CLIPTextConfig.eos_token_id)."""
-        if self.config.eos_token_id is None:
-            return ids.argmax(axis=-1)
-        is_eos = ids == self.config.eos_token_id
-        missing = (~is_eos.any(axis=-1)).nonzero()[0]
-        if len(missing):
-            raise ValueError(f"TextTransformer: the sequences at rows {missing.tolist()} hold no "
-                             f"end-of-text token (eos_token_id={self.config.eos_token_id})")
-        return is_eos.argmax(axis=-1)
 
-    def _checked_ids(self, ids):
-        """ids as a raw integer array on the weights' backend; a clear error for bad input."""
-        ids = ids.array if isinstance(ids, Tensor) else ids
-        if not backend.is_array(ids) or ids.dtype.kind not in "iu":
-            raise TypeError(f"TextTransformer: expected integer token ids, got "
-                            f"{getattr(ids, 'dtype', type(ids).__name__)}")
-        context_length, vocab_size = self.config.context_length, self.config.vocab_size
-        if ids.ndim != 2 or not 0 < ids.shape[1] <= context_length:
-            raise ValueError(f"TextTransformer: expected token ids of shape (batch, length) with "
-                             f"1 <= length <= context_length={context_length}, got shape "
-                             f"{tuple(ids.shape)}")
-        if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
-            raise ValueError(f"TextTransformer: token ids must lie in [0, vocab_size="
-                             f"{vocab_size}), got values in [{int(ids.min())}, {int(ids.max())}]")
-        return backend.to_backend(ids, self.token_embedding.weight.device)
+class CBOW(TextEncoder):
+    """A continuous bag of words, the other text encoder of CLIP's pseudocode: token ids (N, L)
+    -> (N, embed_dim), the mean of the caption's token embeddings (start and end-of-text tokens
+    included, the padding after the end left out) times `text_projection`.
+
+    The caption's token ids are sorted before their embeddings are summed, so that any order of
+    the same words sums the same numbers in the same order: captions that differ only in word
+    order ("a red circle left of a blue square" and its swap) get exactly the same embedding.
+    Initialised as TextTransformer: token embedding N(0, 0.02²), text_projection N(0, width⁻¹)."""
+
+    def __init__(self, config, embed_dim):
+        super().__init__()
+        self.config, self.embed_dim = config, embed_dim
+        self.token_embedding = nn.Embedding(config.vocab_size, config.width)
+        self.text_projection = Parameter(empty(config.width, embed_dim))
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.text_projection, std=config.width ** -0.5)
+
+    def forward(self, ids):
+        """ids: integer array or Tensor (N, L) -> the projected mean embedding (N, embed_dim)."""
+        ids = self._checked_ids(ids)
+        xp, padding = backend.xp_of(ids), self.config.vocab_size   # no token has this id
+        in_caption = xp.arange(ids.shape[1]) <= self.end_of_text_positions(ids)[:, None]
+        words = xp.sort(xp.where(in_caption, ids, padding), axis=-1)   # (N, L), padding last
+        in_caption = words != padding
+        x = self.token_embedding(xp.where(in_caption, words, 0))          # (N, L, width)
+        weights = in_caption / in_caption.sum(axis=-1, keepdims=True)    # (N, L): 1/words or 0
+        mean = (x * Tensor(weights[..., None].astype(x.dtype))).sum(dim=1)
+        return mean @ self.text_projection
+
+
+TEXT_ENCODERS = {"transformer": TextTransformer, "cbow": CBOW}
+
+
+def text_encoder(config, embed_dim):
+    """CLIP's text encoder for a CLIPTextConfig: the TextTransformer or CBOW."""
+    return TEXT_ENCODERS[config.encoder](config, embed_dim)

@@ -164,7 +164,9 @@ def unprepare_hf(checkpoint):
 def config_from_json(hf_config, checkpoint=None):
     """A CLIPConfig from a Hugging Face CLIP config.json (a dict). Entries it leaves out take
     transformers' defaults; text_config_dict / vision_config_dict override text_config /
-    vision_config, as in transformers. (`checkpoint` is unused: Architecture.config_from_json's
+    vision_config, as in transformers. text_config's "encoder" is minivlm's own entry: "cbow"
+    for CLIPTextConfig(encoder="cbow"); without it the text encoder is the Transformer, as in
+    every Hugging Face CLIP. (`checkpoint` is unused: Architecture.config_from_json's
     signature.)"""
     if hf_config.get("model_type") != "clip":
         raise ValueError(f"expected a Hugging Face config with model_type 'clip', got "
@@ -182,7 +184,8 @@ def config_from_json(hf_config, checkpoint=None):
                             mlp_width=text["intermediate_size"], activation=text["hidden_act"],
                             layer_norm_eps=text["layer_norm_eps"],
                             eos_token_id=None if eos_token_id == HF_LEGACY_EOS_TOKEN_ID
-                            else eos_token_id))
+                            else eos_token_id,
+                            encoder=text.get("encoder", "transformer")))
 
 
 def vision_config_from_json(vision):
@@ -211,7 +214,9 @@ def vision_config_to_json(vision):
 
 def config_to_json(model):
     """The Hugging Face CLIPModel config.json of a CLIP with a Vision Transformer (Hugging Face's
-    CLIP has no ResNet image encoder: save those with save_clip)."""
+    CLIP has no ResNet image encoder: save those with save_clip). A CBOW text encoder is written
+    as text_config "encoder": "cbow", which minivlm reads back; transformers' CLIPModel, which
+    has the Transformer only, cannot use such a directory."""
     config = model.config
     vision, text = config.vision, config.text
     if vision.is_resnet:
@@ -227,7 +232,8 @@ def config_to_json(model):
             intermediate_size=text.mlp_width or 4 * text.width, num_hidden_layers=text.layers,
             num_attention_heads=text.heads, max_position_embeddings=text.context_length,
             hidden_act=text.activation, layer_norm_eps=text.layer_norm_eps,
-            eos_token_id=eos_token_id, projection_dim=config.embed_dim),
+            eos_token_id=eos_token_id, projection_dim=config.embed_dim,
+            **({} if text.encoder == "transformer" else {"encoder": text.encoder})),
         "vision_config": {**vision_config_to_json(vision), "projection_dim": config.embed_dim},
     }
 

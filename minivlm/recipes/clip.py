@@ -7,6 +7,7 @@ appear in training (minivlm.data.shapes.split_pairs); zero-shot classification w
 "a photo of a {colour} {shape}" then asks whether the model composes words it met separately.
 
     minivlm train-clip                           # about 5 minutes on 2 CPU cores
+    minivlm train-clip --text-encoder cbow       # a bag of words reads the captions instead
     minivlm train-clip --resume runs/clip        # continue an interrupted run
     minivlm zero-shot --model runs/clip --image a.png --labels "red circle,blue square"
 
@@ -17,7 +18,8 @@ appear in training (minivlm.data.shapes.split_pairs); zero-shot classification w
     write_figures("runs/tiny", model, config)               # PNG figures
 
 The run directory is a Hugging Face CLIPModel directory (transformers' CLIPModel.from_pretrained
-reads it), with the resume state, metrics.jsonl, results.json and the figures beside it.
+reads it; with --text-encoder cbow only minivlm does, transformers' CLIP having no bag of words),
+with the resume state, metrics.jsonl, results.json and the figures beside it.
 
 Captions are tokenized by OpenAI's CLIPTokenizer, so the model reads the ids the real CLIP reads
 and any prompt tokenizes (unknown words fall back to byte pieces); a context of 16 tokens holds
@@ -52,6 +54,7 @@ from ..eval import (IMAGENET_TEMPLATES, accuracy, confusion_matrix, encode_image
                     zero_shot_logits)
 from ..losses import gathered_clip_loss
 from ..models.clip import CLIP, CLIPConfig, clip_config
+from ..models.text import TEXT_ENCODERS
 from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained, write_preprocessor_config
@@ -67,12 +70,13 @@ PROBE_TRAIN_PER_PAIR, PROBE_VAL_PER_PAIR, TEST_PER_PAIR = 32, 8, 50   # images p
 FIGURES = ("loss.png", "similarity.png", "confusion.png", "few_shot.png")
 
 
-def shapes_clip_config(image_size=32, context_length=16):
+def shapes_clip_config(image_size=32, context_length=16, text_encoder="transformer"):
     """The "tiny" CLIP (minivlm.models.clip) for image_size × image_size shapes and captions of
-    at most context_length tokens."""
+    at most context_length tokens, read by `text_encoder` ("transformer" or "cbow")."""
     config = clip_config("tiny")
     config.vision = dataclasses.replace(config.vision, image_resolution=image_size)   # checked
-    config.text = dataclasses.replace(config.text, context_length=context_length)
+    config.text = dataclasses.replace(config.text, context_length=context_length,
+                                      encoder=text_encoder)
     return config
 
 
@@ -163,13 +167,15 @@ def make_optimizer(model, config):
     return adamw(model, config.lr, config.weight_decay, betas=(0.9, 0.98), eps=1e-6)
 
 
-def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
+def train(config=None, out=None, resume=None, stop_at=None, save_every=250, batches=None):
     """Train a CLIP on captioned shapes, or resume a run -> (model, losses of every step).
 
     out: the run directory, written every `save_every` steps and at the end (None: nothing is
     written). resume: a run directory to continue, with the TrainConfig saved in it (`config`,
     when given, must equal it). stop_at: end this call after that many steps in all, as an
-    interruption would, with a checkpoint there."""
+    interruption would, with a checkpoint there. batches: step -> (images, token ids), the
+    training data (default: training_batch of the seen pairs); a pure function of the step, so
+    that a resumed run draws what an uninterrupted one would."""
     if resume is not None:
         run = Run.resume(resume, COMMAND)
         saved = TrainConfig(**run.settings)
@@ -188,13 +194,14 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
     run.restore(optimizer)
     schedule = cosine_schedule(optimizer, min(config.warmup_steps, config.steps), config.steps)
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
-    seen, _ = config.pairs()
-    tokenizer = CLIPTokenizer()
+    if batches is None:
+        seen, tokenizer = config.pairs()[0], CLIPTokenizer()
+        batches = lambda step: training_batch(config, step, seen, tokenizer)   # noqa: E731
 
     def loss_of_step(step):
         """The contrastive loss of this rank's (image, caption) pairs of step `step` against the
         whole batch."""
-        images, ids = distributed.shard(*training_batch(config, step, seen, tokenizer))
+        images, ids = distributed.shard(*batches(step))
         return gathered_clip_loss(*model.embed(images, ids), model.logit_scale)
 
     stop = config.steps if stop_at is None else min(stop_at, config.steps)
@@ -208,6 +215,26 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
 
 def pair_names(pairs):
     return [f"{colour} {shape}" for colour, shape in pairs]
+
+
+def pair_logits(model, image_embeddings, templates=(PROMPT,)):
+    """Zero-shot cosine logits (N, 48) of L2-normalised image embeddings (N, embed_dim) against
+    every colour-shape pair, each pair's prompts made from `templates` and averaged."""
+    classifier = zero_shot_classifier(model, CLIPTokenizer(), pair_names(colour_shape_pairs()),
+                                      templates)
+    return zero_shot_logits(image_embeddings, classifier)
+
+
+def zero_shot_accuracies(model, config, per_pair=TEST_PER_PAIR):
+    """(seen, held-out) zero-shot top-1 with PROMPT, choosing among all colour-shape pairs, on
+    `per_pair` new images of each seen and each held-out pair (the evaluation stream)."""
+    with evaluating(model):
+        rng, accuracies = seeded_rng(config.seed, EVAL_STREAM), []
+        for pairs in config.pairs():                           # the seen, then the held-out
+            images, labels = labelled_images(pairs, per_pair, config.image_size, rng)
+            logits = pair_logits(model, l2_normalize(encode_images(model, images)))
+            accuracies.append(accuracy(logits, labels)[0])
+        return tuple(accuracies)
 
 
 def evaluate(model, config):
@@ -228,13 +255,8 @@ def evaluate(model, config):
         train_x, val_x, test_x = (l2_normalize(encode_images(model, images))
                                   for images in (train_x, val_x, test_x))
         is_held_out = np.isin(test_y, held_out)
-
-        def zero_shot(templates):
-            classifier = zero_shot_classifier(model, CLIPTokenizer(), pair_names(all_pairs),
-                                              templates)
-            return zero_shot_logits(test_x, classifier)
-
-        logits, ensembled = zero_shot((PROMPT,)), zero_shot(IMAGENET_TEMPLATES)
+        logits = pair_logits(model, test_x)
+        ensembled = pair_logits(model, test_x, IMAGENET_TEMPLATES)
         probe = fit_linear_probe(train_x, train_y, val_x, val_y, len(all_pairs))
         return {
             "zero_shot_seen": accuracy(logits[~is_held_out], test_y[~is_held_out], (1, 5)),
@@ -318,6 +340,9 @@ def add_arguments(parser):
     parser.add_argument("--image-size", type=positive(int), default=None,
                         help=f"image side in pixels, a multiple of the patch size "
                              f"{default.model.vision.patch_size} (default {default.image_size})")
+    parser.add_argument("--text-encoder", choices=tuple(TEXT_ENCODERS), default=None,
+                        help=f"what reads the captions: a Transformer or a continuous bag of "
+                             f"words (default {default.model.text.encoder})")
     parser.add_argument("--seed", type=int, default=None,
                         help=f"seed of the weights, the data and the held-out pairs "
                              f"(default {default.seed})")
@@ -332,12 +357,12 @@ def config_from_args(args):
     """A TrainConfig from the command line's flags (those left out keep their defaults)."""
     flags = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed}
     config = TrainConfig(**{name: value for name, value in flags.items() if value is not None})
-    if args.image_size is not None:
-        patch_size = config.model.vision.patch_size
-        if args.image_size % patch_size:
-            raise UsageError(f"--image-size {args.image_size} is not a multiple of the patch "
-                             f"size {patch_size}")
-        config.model = shapes_clip_config(args.image_size, config.context_length)
+    image_size, patch_size = args.image_size or config.image_size, config.model.vision.patch_size
+    if image_size % patch_size:
+        raise UsageError(f"--image-size {image_size} is not a multiple of the patch size "
+                         f"{patch_size}")
+    config.model = shapes_clip_config(image_size, config.context_length,
+                                      args.text_encoder or config.model.text.encoder)
     return config
 
 
@@ -345,7 +370,8 @@ def run(args):
     if args.resume is not None:
         config = TrainConfig(**saved_settings(args.resume, COMMAND))
         check_resume_flags(args, {"steps": config.steps, "batch_size": config.batch_size,
-                                  "seed": config.seed, "image_size": config.image_size})
+                                  "seed": config.seed, "image_size": config.image_size,
+                                  "text_encoder": config.model.text.encoder})
     else:
         config = config_from_args(args)
     out = Path(args.resume or args.out or "runs/clip")

@@ -202,8 +202,7 @@ class Run:
         io.save_safetensors(tensors, self.directory / STATE_FILE, metadata)
 
     def _rewrite_metrics(self):
-        with io.atomic_write(self.directory / METRICS_FILE) as f:
-            f.write("".join(json.dumps(m) + "\n" for m in self.metrics).encode("utf-8"))
+        write_metrics(self.directory, self.metrics)
 
 
 def _state_metadata(directory, command):
@@ -245,6 +244,14 @@ def check_out_directory(directory):
     return directory
 
 
+def add_seed_and_out(parser, name):
+    """The arguments every experiment takes: --seed, and --out (default runs/NAME)."""
+    parser.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    parser.add_argument("--out", default=f"runs/{name}",
+                        help="where results.json, metrics.jsonl and the figure go "
+                             "(default %(default)s)")
+
+
 def read_metrics(directory):
     """The records of metrics.jsonl (a line cut short by a kill is skipped)."""
     path = Path(directory) / METRICS_FILE
@@ -257,6 +264,12 @@ def read_metrics(directory):
         except json.JSONDecodeError:
             continue
     return records
+
+
+def write_metrics(directory, records):
+    """metrics.jsonl in `directory`: one JSON object per record (a dict), replacing the file."""
+    with io.atomic_write(Path(directory) / METRICS_FILE) as f:
+        f.write("".join(json.dumps(record) + "\n" for record in records).encode("utf-8"))
 
 
 def write_results(directory, results):

@@ -8,6 +8,13 @@ EXPERIMENTS = {   # name -> (module in minivlm.recipes.experiments, one-line hel
                                    "... Gopher) counted from minivlm's own models' shapes"),
     "sequences": ("sequences", "three ways of processing sequences (RNN, 1D convolution, "
                                "self-attention): receptive field, sequential steps, time, memory"),
+    "clip-text-encoders": ("clip_text_encoders", "CLIP with a Transformer or a bag of words "
+                                                 "(CBOW) reading the captions: zero-shot and "
+                                                 "word order"),
+    "vit-vs-resnet": ("vit_vs_resnet", "a ViT and a ResNet of similar compute trained on 1k to "
+                                       "64k images: which needs more data"),
+    "clip-scaling": ("clip_scaling", "CLIP with ResNet and ViT image encoders of three widths: "
+                                     "zero-shot accuracy against training compute"),
 }
 
 

@@ -26,6 +26,7 @@ rounding); the ResNet's batch norm normalises over each rank's images, as PyTorc
 SyncBatchNorm.
 """
 import dataclasses
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -134,13 +135,13 @@ def held_out_set(config, n, seed=0):
 # --- training and evaluation ------------------------------------------------------------------
 
 def train(model, config, steps, batch_size=64, lr=1e-3, weight_decay=0.05, seed=0,
-          max_grad_norm=1.0, run=None, save_every=250):
+          max_grad_norm=1.0, run=None, save_every=250, batches=None):
     """Train `model` on batches of config.target for `steps` steps -> the loss of every step.
 
-    Batch `step` is training_batch(config, batch_size, step, seed), so a model built after
-    minivlm.manual_seed(s) and trained with the same arguments always ends the same. run: the
-    Run to log to and checkpoint in, every `save_every` steps and at the end (recipes.common;
-    None: in memory)."""
+    Batch `step` is training_batch(config, batch_size, step, seed), or batches(step) -> (images,
+    labels) where given, so a model built after minivlm.manual_seed(s) and trained with the same
+    arguments always ends the same. run: the Run to log to and checkpoint in, every `save_every`
+    steps and at the end (recipes.common; None: in memory)."""
     run = run or Run(None, COMMAND, {})
     optimizer = adamw(model, lr, weight_decay)
     run.restore(optimizer)
@@ -148,8 +149,10 @@ def train(model, config, steps, batch_size=64, lr=1e-3, weight_decay=0.05, seed=
                                min_lr=lr / 10)
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
 
+    batches = batches or functools.partial(training_batch, config, batch_size, seed=seed)
+
     def loss_of_step(step):
-        images, labels = distributed.shard(*training_batch(config, batch_size, step, seed))
+        images, labels = distributed.shard(*batches(step))
         return F.cross_entropy(model(tensor(images)), tensor(labels))
 
     return fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm,
