@@ -1,5 +1,5 @@
-"""The tensor ops that are not elementwise: the matrix product, reductions, shapes, dtype and
-backend casts, indexing, joining and splitting, padding, and where / masked_fill.
+"""The tensor ops that are not elementwise: the matrix product, reductions, shapes, the backend
+cast, indexing, joining and splitting, padding, and where / masked_fill.
 
 Reductions take torch's `dim` and `keepdim`; max and min over one dim return (values, indices).
 """
@@ -11,7 +11,8 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor, shape_arg, unbroadcast
 from ..backend import xp_of
-from .elementwise import as_operands, lift
+from .dtypes import (as_tensor, as_tensors, check_floating, check_same_dtype, half_in_float32,
+                     promoted)
 
 
 # --- the matrix product --------------------------------------------------------------------------
@@ -38,7 +39,10 @@ class MatMul(Function):
                 unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape) if gb else None)
 
 
-def matmul(a, b): return MatMul.apply(*as_operands(a, b))
+def matmul(a, b):
+    a, b = as_tensors(a, b)
+    check_same_dtype("matmul", a=a, b=b)
+    return MatMul.apply(a, b)
 
 
 # --- reductions ------------------------------------------------------------------------------------
@@ -105,13 +109,18 @@ class MaxMin(Function):
 
 
 def sum(x, dim=None, keepdim=False): return Sum.apply(x, dim=dim, keepdim=keepdim)
-def mean(x, dim=None, keepdim=False): return Mean.apply(x, dim=dim, keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    check_floating("mean", x)
+    return Mean.apply(x, dim=dim, keepdim=keepdim)
 
 
 def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     """Variance with Bessel's correction by default, as torch.var."""
     correction = (1 if unbiased else 0) if correction is None else correction
-    return Var.apply(x, dim=dim, correction=correction, keepdim=keepdim)
+    check_floating("var", x)
+    return half_in_float32(Var.apply, x, dim=dim, correction=correction, keepdim=keepdim)
 
 
 MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
@@ -227,14 +236,6 @@ def contiguous(x):
     return x
 
 
-class Cast(Function):
-    def forward(self, x, dtype):
-        self.dtype = x.dtype
-        return x.astype(dtype)
-
-    def backward(self, g): return g.astype(self.dtype)
-
-
 class ToBackend(Function):
     def forward(self, x, name):
         self.source = backend.name_of(x)
@@ -243,7 +244,6 @@ class ToBackend(Function):
     def backward(self, g): return backend.to_backend(g, self.source)
 
 
-def cast(x, dtype): return Cast.apply(x, dtype=dtype)
 def to_backend(x, name): return ToBackend.apply(x, name=name)
 
 
@@ -295,7 +295,7 @@ class Cat(Function):
         return tuple(xp_of(g).split(g, self.ends[:-1], axis=self.dim))
 
 
-def cat(tensors, dim=0): return Cat.apply(*tensors, dim=dim)
+def cat(tensors, dim=0): return Cat.apply(*promoted(*tensors), dim=dim)
 
 
 concatenate = cat
@@ -378,11 +378,11 @@ class Where(Function):
 
 def where(condition, a, b):
     """a where condition else b (condition: a bool Tensor or array; no gradient)."""
-    a, b = as_operands(a, b)
+    a, b = promoted(a, b)
     condition = condition.data if isinstance(condition, Tensor) else condition
     return Where.apply(a, b, condition=condition)
 
 
 def masked_fill(x, mask, value):
     """x with `value` wherever the boolean mask (broadcast to x) is True."""
-    return where(mask, lift(value, x), x)
+    return where(mask, as_tensor(value, x.dtype, x.data), x)
