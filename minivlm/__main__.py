@@ -63,8 +63,8 @@ def main(argv=None):
     try:
         with threadpool_limits(args.threads, user_api="blas"):
             return _recipe(COMMANDS[args.command][0]).run(args) or 0
-    except KeyboardInterrupt:
-        print(f"minivlm {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:   # Ctrl-C; in training, after saving its step
+        print(f"minivlm {args.command}: {str(stop) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as error:
         if os.environ.get("MINIVLM_DEBUG") == "1":

@@ -19,8 +19,11 @@ resumed from its directory continues bit for bit as one never interrupted.
     run.restore(optimizer)                                # the saved moments, when resuming
     fit(model, optimizer, schedule, loss_of_step, run, steps=..., seed=...)
 """
+import contextlib
 import json
 import math
+import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,6 +47,11 @@ class CommandError(Exception):
 
 class UsageError(CommandError):
     """Arguments that cannot work together (exit status 2, as argparse's errors)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`, after the step it came in was finished and saved; the message says
+    how to continue (the command line prints it, exit status 130)."""
 
 
 # --- random streams ---------------------------------------------------------------------------
@@ -83,22 +91,49 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
         after_update=None, save_every=250, unit="it", scale=1):
     """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor,
     then `update`, after_update() (e.g. a clamp), the schedule; one metrics line per step and a
-    checkpoint every `save_every` steps and at the end (where the run has a directory)."""
+    checkpoint every `save_every` steps and at the end (where the run has a directory). Ctrl-C
+    finishes the step under way, saves it and raises TrainingInterrupted (a second Ctrl-C stops
+    at once)."""
     params = list(model.parameters())
     model.train()
     bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale)
-    for step in bar:
-        seed_backends(seed, step)
-        lr = optimizer.param_groups[0]["lr"]
-        loss = update(loss_of_step(step), optimizer, params, max_grad_norm)
-        if after_update is not None:
-            after_update()
-        schedule.step()
-        run.log(step + 1, loss=loss, lr=lr)
-        bar.set(loss=loss)
-        if (step + 1) % save_every == 0 or step + 1 == steps:
-            run.checkpoint(model, optimizer)
+    with interrupt_between_steps() as interrupted:
+        for step in bar:
+            seed_backends(seed, step)
+            lr = optimizer.param_groups[0]["lr"]
+            loss = update(loss_of_step(step), optimizer, params, max_grad_norm)
+            if after_update is not None:
+                after_update()
+            schedule.step()
+            run.log(step + 1, loss=loss, lr=lr)
+            bar.set(loss=loss)
+            if (step + 1) % save_every == 0 or step + 1 == steps or interrupted:
+                run.checkpoint(model, optimizer)
+            if interrupted:
+                raise TrainingInterrupted(run.interrupted_message(steps))
     return run.losses()
+
+
+@contextlib.contextmanager
+def interrupt_between_steps():
+    """Within: the first SIGINT (Ctrl-C) only appends to the list yielded, for the loop to stop
+    after its step; the next raises KeyboardInterrupt at once. (Outside the main thread, where
+    Python delivers no signal, the list stays empty.)"""
+    requests = []
+
+    def request(signum, frame):
+        requests.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        previous = signal.signal(signal.SIGINT, request)
+    except ValueError:   # not the main thread
+        yield requests
+        return
+    try:
+        yield requests
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- the run directory ------------------------------------------------------------------------
@@ -170,6 +205,14 @@ class Run:
     def losses(self):
         return [m["loss"] for m in self.metrics]
 
+    def interrupted_message(self, steps):
+        """What to tell a user who stopped the run at self.step of `steps`."""
+        if self.directory is None:
+            return f"interrupted at step {self.step} of {steps} (a run without a directory: " \
+                   f"nothing saved)"
+        return (f"interrupted at step {self.step} of {steps}, saved in {self.directory}: "
+                f"continue with `minivlm {self.command} --resume {self.directory}`")
+
     def checkpoint(self, model, optimizer):
         """Save the model directory and the resume state at the current step."""
         if self.directory is None:
@@ -208,14 +251,23 @@ def saved_settings(directory, command):
 
 
 def check_out_directory(directory):
-    """`directory` as a Path, after checking that a new run may be written there."""
+    """`directory` as a Path (created), after checking that a new run may be written there: not
+    a file, no run nor model directory (whose files the run would replace), writable."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--out {directory} is a file, not a directory")
     if (directory / STATE_FILE).exists():
         raise UsageError(f"{directory} holds a run already: continue it with --resume "
                          f"{directory}, or choose another --out")
-    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "config.json").exists() or (directory / "model.safetensors").exists():
+        raise UsageError(f"--out {directory} holds a model directory (config.json, "
+                         f"model.safetensors) that the run would replace: choose another --out")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):   # can the run write there?
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {directory} cannot be written: {error.strerror}") from None
     (directory / METRICS_FILE).unlink(missing_ok=True)
     return directory
 
