@@ -4,10 +4,34 @@ Random values come from the backend's generator (`minivlm.manual_seed` makes the
 they are drawn in float64 and stored in the tensor's own dtype. Writing into `.data` records
 nothing in the graph.
 """
+import contextlib
+import functools
 import math
 
 from .. import backend
 from ..backend import xp_of
+
+_skipping = False
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Within: the init functions leave tensors as they are, for a model whose parameters a
+    checkpoint will overwrite (as transformers' no_init_weights): building it then writes
+    nothing, and NumPy's fresh arrays take no memory until they are written."""
+    global _skipping
+    previous, _skipping = _skipping, True
+    try:
+        yield
+    finally:
+        _skipping = previous
+
+
+def _skippable(init):
+    @functools.wraps(init)
+    def fill(tensor, *args, **kwargs):
+        return tensor if _skipping else init(tensor, *args, **kwargs)
+    return fill
 
 
 def _fill(tensor, values):
@@ -19,16 +43,19 @@ def _rng(tensor):
     return backend.rng(xp_of(tensor.data))
 
 
+@_skippable
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b)."""
     return _fill(tensor, a + (b - a) * _rng(tensor).random(tensor.shape))
 
 
+@_skippable
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std²)."""
     return _fill(tensor, mean + std * _rng(tensor).standard_normal(tensor.shape))
 
 
+@_skippable
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     """Fill with samples of N(mean, std²) conditioned on lying in [a, b] (absolute bounds, as
     torch and timm). Drawn by rejection: values outside [a, b] are drawn again."""
@@ -51,14 +78,17 @@ def _normal_cdf(x):
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
+@_skippable
 def constant_(tensor, value):
     return _fill(tensor, value)
 
 
+@_skippable
 def zeros_(tensor):
     return _fill(tensor, 0)
 
 
+@_skippable
 def ones_(tensor):
     return _fill(tensor, 1)
 

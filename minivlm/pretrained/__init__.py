@@ -13,9 +13,10 @@ minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm). One module pe
 registers itself by adding its Architectures to FAMILIES.
 """
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .. import io
+from ..nn.init import skip_init
 from . import clip, lm, vision
 from .names import check_compatible
 
@@ -26,38 +27,66 @@ ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITEC
 def read_config(directory):
     """config.json of a model directory, as a dict."""
     path = Path(directory) / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{directory} holds no config.json (a model directory needs "
                                 f"config.json and model.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise io.CheckpointError(path, f"is not valid JSON: {error}") from None
+    config = io.read_json(path)
     if not isinstance(config, dict):
         raise io.CheckpointError(path, f"must hold a JSON object, not {type(config).__name__}")
     return config
 
 
 def read_checkpoint(directory):
-    """{name: np.ndarray} from model.safetensors or from the shards its index lists."""
+    """{name: np.ndarray} from model.safetensors or from the shards its index lists (each
+    tensor in one shard, as the index says)."""
     directory = Path(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
+    if single.exists():
         return io.load_safetensors(single)
-    if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return {name: array for shard in shards
-                for name, array in io.load_safetensors(directory / shard).items()}
+    if index.exists():
+        weight_map = read_weight_map(index)
+        checkpoint = {}
+        for shard in sorted(set(weight_map.values())):
+            for name, array in io.load_safetensors(directory / shard).items():
+                if weight_map.get(name) != shard:
+                    raise io.CheckpointError(directory / shard, f"holds {name!r:.100}, which "
+                                             f"{index.name} places in {weight_map.get(name)}")
+                checkpoint[name] = array
+        missing = sorted(weight_map.keys() - checkpoint.keys())
+        if missing:
+            raise io.CheckpointError(index, f"lists tensors that no shard holds: "
+                                            f"{', '.join(missing)}")
+        return checkpoint
     found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise FileNotFoundError(f"{directory} holds no model.safetensors (found: {found}); "
                             f"minivlm reads safetensors only, never pickled .bin files")
 
 
-def architecture_of(config_json, where):
+def read_weight_map(index):
+    """The weight_map {tensor name: shard file} of a model.safetensors.index.json, each shard a
+    relative path that stays in the model directory (no absolute path, no ..: a hostile index
+    would read other files). (A shard may be a symbolic link, as the Hugging Face cache makes
+    them.)"""
+    weight_map = io.read_json(index)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str)
+                                                   for v in weight_map.values()):
+        raise io.CheckpointError(index, "must hold a weight_map: {tensor name: shard file}")
+    for shard in set(weight_map.values()):
+        parts = PurePosixPath(shard).parts
+        if not parts or PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).anchor \
+                or ".." in parts or "\\" in shard:
+            raise io.CheckpointError(index, f"shard {shard!r:.100} is not a file name inside "
+                                            f"the model directory")
+    return weight_map
+
+
+def architecture_of(config_json, path):
+    """The Architecture of config.json's model_type (the file at `path`)."""
     model_type = config_json.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"{where}: model_type {model_type!r} is not supported; supported: "
-                         f"{', '.join(sorted(ARCHITECTURES))}")
+    if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
+        raise io.CheckpointError(path, f"model_type {model_type!r:.100} is not supported; "
+                                       f"supported: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[model_type]
 
 
@@ -70,14 +99,28 @@ def load_pretrained(directory, dtype="float32"):
         raise FileNotFoundError(f"{directory} is not a directory (a model directory holds "
                                 f"config.json and model.safetensors)")
     config_json = read_config(directory)
-    architecture = architecture_of(config_json, directory)
+    architecture = architecture_of(config_json, directory / "config.json")
     checkpoint = read_checkpoint(directory)
     state, unknown = architecture.to_minivlm(checkpoint)
-    model = architecture.build_model(architecture.config_from_json(config_json, checkpoint))
-    model.to(dtype)
+    model = build_from_config(architecture, config_json, checkpoint, directory / "config.json")
     check_compatible(model, state, unknown, architecture.checkpoint_name, directory)
+    model.to(dtype)
     model.load_state_dict(state)
     return model.eval()
+
+
+def build_from_config(architecture, config_json, checkpoint, path):
+    """The model config.json (at `path`) describes, not initialised (the checkpoint will fill
+    it: NumPy has not touched its memory until then, so a config whose model does not fit the
+    checkpoint costs no memory). A bad value raises one CheckpointError naming the field."""
+    try:
+        config = architecture.config_from_json(config_json, checkpoint)
+        with skip_init():
+            return architecture.build_model(config)
+    except ValueError as error:   # fields.ConfigError, or the model's own checks
+        raise io.CheckpointError(path, str(error)) from None
+    except MemoryError:
+        raise io.CheckpointError(path, "describes a model larger than the memory") from None
 
 
 def load_clip(path, dtype="float32", config=None):
