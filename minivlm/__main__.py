@@ -14,6 +14,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 COMMANDS = {
     "info": ("info", "versions, backend, BLAS threads and GPU"),
@@ -61,7 +62,9 @@ def main(argv=None):
 
     from .recipes.common import UsageError
     try:
-        with threadpool_limits(args.threads, user_api="blas"):
+        with threadpool_limits(args.threads, user_api="blas"), warnings.catch_warnings():
+            # NumPy's overflow warnings: a run that diverges is stopped with one line instead
+            warnings.simplefilter("ignore", RuntimeWarning)
             return _recipe(COMMANDS[args.command][0]).run(args) or 0
     except KeyboardInterrupt as stop:   # Ctrl-C; in training, after saving its step
         print(f"minivlm {args.command}: {str(stop) or 'interrupted'}", file=sys.stderr)

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image
 
 import minivlm as mv
-from minivlm import io
+from minivlm import io, nn, optim
 from minivlm.pretrained import load_clip
-from minivlm.__main__ import main
+from minivlm.__main__ import build_parser, main
 from minivlm.preprocess import MAX_PIXELS, MEAN, STD, ImageSizeError, check_size, preprocess
 from minivlm.recipes import vision
-from minivlm.recipes.common import STATE_FILE, read_metrics
+from minivlm.recipes.common import STATE_FILE, CommandError, Run, fit, read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).with_name("fixtures")
@@ -106,6 +106,52 @@ def test_ctrl_c_to_the_command_line_process(tmp_path):
     assert [m["step"] for m in read_metrics(out)][-1] == int(step)
 
 
+# --- divergence --------------------------------------------------------------------------------
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_its_last_finite_checkpoint(tmp_path,
+                                                                                  capsys):
+    out = tmp_path / "run"
+    argv = VISION + ["--steps", "8", "--out", str(out)]
+    settings = vision.settings_from_args(build_parser().parse_args(argv))
+    config = vision.ClassifierConfig(**settings["classifier"])
+    mv.manual_seed(0)
+    with pytest.raises(CommandError, match="training diverged"):
+        vision.train(vision.build_model(config), config, 8, batch_size=4, lr=1e6,
+                     run=Run.start(out, vision.COMMAND, settings), save_every=1)
+    step = int(saved_step(out))
+    assert 0 < step < 8
+    assert all(np.isfinite(p.numpy()).all() for p in mv.load_pretrained(out).parameters())
+    result = subprocess.run([sys.executable, "-m", "minivlm", *VISION, "--steps", "8", "--lr",
+                             "1e6", "--out", str(tmp_path / "cli")], cwd=ROOT, text=True,
+                            capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert result.stderr.endswith("training diverged (try a smaller --lr)\n")
+    assert "Warning" not in result.stderr   # NumPy's overflow warnings are not shown
+
+
+def fit_one_parameter(loss_of, lr, steps=3):
+    """fit on one float32 parameter (0 at first) with plain SGD: loss_of(p) is the loss."""
+    p = nn.Parameter(mv.zeros(1))
+    model = nn.Module()
+    model.p = p
+    optimizer = optim.SGD([p], lr=lr)
+    schedule = optim.cosine_schedule(optimizer, warmup_steps=0, total_steps=steps, min_lr=lr)
+    return fit(model, optimizer, schedule, lambda step: loss_of(p), Run(None, "test", {}),
+               steps, seed=0, max_grad_norm=float("inf"), save_every=1)
+
+
+def test_a_gradient_norm_that_overflows_stops_training_before_the_step():
+    """Gradients of 1e20: finite, but their norm is not in float32 (the loss is 0)."""
+    with pytest.raises(CommandError, match="the gradient norm is inf: training diverged"):
+        fit_one_parameter(lambda p: (p * 1e20).sum(), lr=1.0)
+
+
+def test_parameters_that_overflow_are_never_saved():
+    """A loss of p and a learning rate of 3e38: p is -3e38, then -inf, its loss still finite."""
+    with pytest.raises(CommandError, match="the parameters are not finite after step 2"):
+        fit_one_parameter(lambda p: p.sum(), lr=3e38)
+
+
 # --- --out -------------------------------------------------------------------------------------
 
 def test_out_holding_a_model_directory_is_refused_before_training(tmp_path, capsys):
@@ -142,7 +188,7 @@ def test_out_that_cannot_be_written_is_refused_before_training(command, out, tmp
     assert time.monotonic() - started < 60   # (refused at once, not after training)
 
 
-# --- zero-shot -------------------------------------------------------------------------------------
+# --- zero-shot ---------------------------------------------------------------------------------
 
 def png_header_only(path, width, height):
     """A PNG that declares width×height greyscale pixels and holds none: decoding it fails."""

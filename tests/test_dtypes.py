@@ -10,17 +10,15 @@ the catalogue (op_cases.CASES and the image ops of test_conv) against torch.
    The ops that refuse integer inputs where torch computes something are listed in
    REFUSES_INTEGERS, each with its reason.
 """
-import contextlib
-
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
 import minivlm as mv
-from minivlm import autograd
 from minivlm.testing import assert_close
 from op_cases import CASES, ours_params, torch_params
 from test_conv import CASES as IMAGE_CASES
+from test_functional_backends import gradient_dtypes_reaching_leaves
 
 torch = pytest.importorskip("torch")
 
@@ -42,22 +40,6 @@ NEGATIVE_INTEGER_POWER = "Integers to negative integer powers are not allowed"
 MIXED_PRECISION_PARAMETERS = {"layer_norm", "batch_norm"}
 
 
-@contextlib.contextmanager
-def gradients_reaching_leaves():
-    """The dtype of every gradient as it reaches a leaf, before _accumulate casts it."""
-    seen, accumulate = [], autograd.Tensor._accumulate
-
-    def spy(tensor, grad):
-        seen.append((grad.dtype, tensor.dtype))
-        accumulate(tensor, grad)
-
-    autograd.Tensor._accumulate = spy
-    try:
-        yield seen
-    finally:
-        autograd.Tensor._accumulate = accumulate
-
-
 def _upstream(shape, dtype):
     return np.random.default_rng(0).standard_normal(shape).astype(dtype)
 
@@ -71,11 +53,11 @@ def test_op_computes_float16_in_float16(case, data):
     in_dtype = {name: value.astype(dtype) if getattr(value, "dtype", None) == np.float64
                 else value for name, value in params.items()}   # batch norm's statistics
     ours = {name: mv.tensor(values, requires_grad=True) for name, values in inputs.items()}
-    with gradients_reaching_leaves() as seen:
+    with gradient_dtypes_reaching_leaves() as seen:
         out = case.ours(**ours, **ours_params(in_dtype, "numpy"))
         out.backward(mv.tensor(_upstream(out.shape, dtype)))
     assert out.dtype == dtype
-    assert all(grad == leaf for grad, leaf in seen), seen
+    assert seen and all(grad == dtype for grad in seen), seen
     assert all(t.grad.dtype == dtype for t in ours.values())
 
     theirs = {name: torch.tensor(values.astype(np.float64), requires_grad=True)

@@ -266,6 +266,11 @@ def test_shards_that_disagree_with_their_index_are_named(tmp_path):
                                                                "ghost": "part-1.safetensors"})
     with pytest.raises(io.CheckpointError, match="lists tensors that no shard holds: ghost"):
         load_pretrained(directory)
+    directory = sharded_copy(tmp_path / "absent", lambda names: {**two_shards(names),
+                                                                 "ghost": "part-3.safetensors"})
+    with pytest.raises(io.CheckpointError, match="lists the shard 'part-3.safetensors', which "
+                                                 ".* does not hold"):
+        load_pretrained(directory)
 
 
 # --- config.json, field by field -------------------------------------------------------------
@@ -316,7 +321,8 @@ def edited_copy(tmp_path, source, field, value):
                                                "least 1 and at most"),
     ("vit_tiny", "qkv_bias", "yes", "qkv_bias must be true or false"),
     ("swin_tiny", "depths", [1, "two"], "depths must be a list of integers"),
-    ("swin_tiny", "mlp_ratio", -2.0, "mlp_ratio must be a finite number at least 0"),
+    ("swin_tiny", "mlp_ratio", 0.0, "mlp_ratio must be a finite number above 0"),
+    ("swin_tiny", "num_heads", 2, "num_heads must be a list of integers"),
     ("clip_tiny", "text_config", "oops", "text_config must be a JSON object"),
     ("clip_tiny", "vision_config.patch_size", 5, "vision_config.image_size 32 is not a "
                                                  "multiple of vision_config.patch_size 5"),
@@ -340,6 +346,14 @@ def test_a_bad_config_value_is_one_error_naming_the_field(tmp_path, model_direct
     with pytest.raises(io.CheckpointError, match=f"config.json: {expected}") as error:
         load_pretrained(edited_copy(tmp_path, model_directories[family], field, value))
     assert "\n" not in str(error.value)
+
+
+def test_a_config_whose_layers_have_no_inputs_is_reported_as_not_fitting(tmp_path,
+                                                                         model_directories):
+    """mlp_ratio 0.001 makes MLPs of 0 hidden units: a Linear of 0 inputs, as torch builds."""
+    directory = edited_copy(tmp_path, model_directories["swin_tiny"], "mlp_ratio", 1e-3)
+    with pytest.raises(io.CheckpointError, match="does not fit SwinTransformer"):
+        load_pretrained(directory)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

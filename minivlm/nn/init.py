@@ -125,6 +125,7 @@ def _fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+@_skippable
 def xavier_uniform_(tensor, gain=1.0):
     """U(-bound, bound) with std = gain·√(2 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
@@ -132,12 +133,14 @@ def xavier_uniform_(tensor, gain=1.0):
     return uniform_(tensor, -bound, bound)
 
 
+@_skippable
 def xavier_normal_(tensor, gain=1.0):
     """N(0, std²) with std = gain·√(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
+@_skippable
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(-bound, bound) with std = gain / √fan (He et al., 2015). With a=√5 this is the default
     init of torch's Linear and Conv weights: bound = 1/√fan_in."""
@@ -146,6 +149,7 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     return uniform_(tensor, -bound, bound)
 
 
+@_skippable
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan."""
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))

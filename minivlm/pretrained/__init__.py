@@ -47,6 +47,9 @@ def read_checkpoint(directory):
         weight_map = read_weight_map(index)
         checkpoint = {}
         for shard in sorted(set(weight_map.values())):
+            if not (directory / shard).exists():
+                raise io.CheckpointError(index, f"lists the shard {shard!r:.100}, which "
+                                                f"{directory} does not hold")
             for name, array in io.load_safetensors(directory / shard).items():
                 if weight_map.get(name) != shard:
                     raise io.CheckpointError(directory / shard, f"holds {name!r:.100}, which "

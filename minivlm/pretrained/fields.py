@@ -114,7 +114,7 @@ class Fields:
     def of(self, config_class, layers=()):
         """{field: value} for the fields of the dataclass `config_class` that the config holds,
         each checked by its type: int ≥ 1 (≥ 0 for num_classes; a layer count by `layers`),
-        int | None, float (> 0 for an eps, in [0, 1) for a dropout, else ≥ 0), bool, str,
+        int | None, float (in [0, 1) for a dropout, else > 0), bool, str,
         tuple (of integers ≥ 1, adding up to a layer count by `layers`); an int | tuple field is
         either."""
         checked = {}
@@ -133,15 +133,14 @@ class Fields:
         if kind == int | None:
             return self.optional_integer(name)
         if kind is float:
-            if name.endswith("eps"):
-                return self.number(name)
-            return self.number(name, maximum=1.0 if "dropout" in name else math.inf, closed=True)
+            return self.number(name, maximum=1.0, closed=True) if "dropout" in name \
+                else self.number(name)
         if kind is bool:
             return self.boolean(name)
         if kind is str:
             return self.string(name)
-        if kind in (tuple, int | tuple) and not _is_int(value):
-            return self.integers(name, maximum=self.most_layers if is_layers else None)
-        if kind == int | tuple:
+        if kind == int | tuple and _is_int(value):
             return self.layers(name) if is_layers else self.integer(name)
+        if kind in (tuple, int | tuple):
+            return self.integers(name, maximum=self.most_layers if is_layers else None)
         return value

@@ -76,15 +76,26 @@ def adamw(model, lr, weight_decay, **kwargs):
 
 def update(loss, optimizer, params, max_grad_norm):
     """One optimizer step on `loss`: gradients, clipped to norm max_grad_norm, then the update.
-    Returns the loss as a float; a loss that is not finite stops the run."""
+    Returns the loss as a float; a loss or a gradient norm that is not finite stops the run
+    before the parameters change."""
     value = loss.item()
     if not math.isfinite(value):
         raise CommandError(f"the loss is {value}: training diverged (try a smaller --lr)")
     optimizer.zero_grad()
     loss.backward()
-    clip_grad_norm_(params, max_grad_norm)
+    norm = clip_grad_norm_(params, max_grad_norm).item()
+    if not math.isfinite(norm):
+        raise CommandError(f"the gradient norm is {norm}: training diverged (try a smaller --lr)")
     optimizer.step()
     return value
+
+
+def check_finite(params, step):
+    """A CommandError when a parameter is not finite after `step` (so no checkpoint keeps it)."""
+    for p in params:
+        if not backend.xp_of(p.data).isfinite(p.data).all():
+            raise CommandError(f"the parameters are not finite after step {step}: training "
+                               f"diverged (try a smaller --lr)")
 
 
 def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm=1.0,
@@ -108,6 +119,7 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
             run.log(step + 1, loss=loss, lr=lr)
             bar.set(loss=loss)
             if (step + 1) % save_every == 0 or step + 1 == steps or interrupted:
+                check_finite(params, step + 1)
                 run.checkpoint(model, optimizer)
             if interrupted:
                 raise TrainingInterrupted(run.interrupted_message(steps))
