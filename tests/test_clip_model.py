@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
 from make_vision_fixtures import randomize_minivlm
-from minivlm.models.clip import (CLIP, CONFIGS, CLIPConfig, CLIPVisionConfig, clip_config,
-                                 clip_loss)
+from minivlm.losses import clip_loss
+from minivlm.models.clip import CLIP, CONFIGS, CLIPConfig, CLIPVisionConfig, clip_config
 from minivlm.models.text import ResidualAttentionBlock, CLIPTextConfig
 from minivlm.testing import assert_close, gradcheck
 from reference import clip as reference

@@ -8,7 +8,8 @@ the catalogue (op_cases.CASES and the image ops of test_conv) against torch.
 2. Inputs of mixed dtypes (bool, integers, floats, 0-d tensors, Python numbers) give torch's
    result dtype and torch's values, or a TypeError / ValueError where torch refuses them too.
    The ops that refuse integer inputs where torch computes something are listed in
-   REFUSES_INTEGERS, each with its reason.
+   REFUSES_INTEGERS, each with its reason; those that refuse mixed dtypes where torch's answer
+   depends on the shapes, in ONE_DTYPE.
 """
 import numpy as np
 import pytest
@@ -33,11 +34,17 @@ REFUSES_INTEGERS = {
     "quick_gelu": "torch has no quick_gelu: the oracle x·sigmoid(1.702x) is float arithmetic",
     "avg_pool2d": "torch truncates each window's mean to an integer",
     "max_pool2d": "pooling is a float op here (its padding is −inf)",
+    "rotary_embedding": "the oracle is transformers' float formula; torch has no RoPE op",
+    "einsum": "torch gives int64 or the inputs' int32 depending on how it contracts",
 }
 # NumPy's refusal, kept: torch gives 0 or ±1 for an integer to a negative integer power
 NEGATIVE_INTEGER_POWER = "Integers to negative integer powers are not allowed"
 # torch lets a float16 input take float32 parameters here (CPU "mixed dtype"); minivlm does not
 MIXED_PRECISION_PARAMETERS = {"layer_norm", "batch_norm"}
+# minivlm raises for operands of several dtypes, as matmul, where torch's result depends on the
+# shapes or the kernel: einsum promotes only where no matrix product is formed (each contracted
+# dim of size 1), rms_norm gives float16 for a float16 input and an int32 weight
+ONE_DTYPE = {"einsum", "rms_norm"}
 
 
 def _upstream(shape, dtype):
@@ -99,6 +106,11 @@ def test_mixed_dtypes_promote_as_torch(case, data):
     ours, our_grads = _run(lambda v, grad: mv.tensor(v, requires_grad=grad), inputs, dtypes,
                            lambda **t: case.ours(**t, **ours_params(params, "numpy")))
     integers = any(dtypes[name] not in FLOATS for name in inputs)
+    if case.name == "setitem" and isinstance(theirs, Exception):
+        # torch refuses a value of another dtype through an index array and casts it otherwise;
+        # minivlm casts it always
+        assert not isinstance(ours, Exception) and str(ours.dtype) == dtypes["x"], ours
+        return
     if isinstance(theirs, Exception) or (integers and case.name in REFUSES_INTEGERS):
         assert isinstance(ours, (TypeError, ValueError)), f"torch: {theirs!r}; ours: {ours!r}"
         return
@@ -106,6 +118,9 @@ def test_mixed_dtypes_promote_as_torch(case, data):
         return
     if case.name in MIXED_PRECISION_PARAMETERS and dtypes["x"] == "float16" \
             and set(dtypes.values()) == {"float16", "float32"}:
+        assert isinstance(ours, TypeError) and "expected one dtype" in str(ours)
+        return
+    if case.name in ONE_DTYPE and len(set(dtypes.values())) > 1:
         assert isinstance(ours, TypeError) and "expected one dtype" in str(ours)
         return
     assert not isinstance(ours, Exception), f"torch gives {theirs.dtype}; ours raised {ours!r}"
@@ -119,5 +134,8 @@ def test_mixed_dtypes_promote_as_torch(case, data):
     coarsest = max((d for d in (dtype, *dtypes.values()) if d in FLOATS), key=RTOL.get,
                    default=None)
     for name, grad in our_grads.items():
+        if grad is None:   # no gradient through an integer result
+            assert their_grads[name] is None
+            continue
         assert grad.dtype == dtypes[name]
         assert_close(grad, their_grads[name].numpy(), rtol=RTOL[coarsest], atol=ATOL[coarsest])

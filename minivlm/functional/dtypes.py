@@ -71,9 +71,9 @@ def result_type(*operands):
 def as_tensor(x, dtype, like):
     """x (a Tensor, an array or a Python number) as a Tensor of `dtype` on the backend of the
     array `like`; a Tensor of another dtype through `cast`, so its gradient comes back in its
-    own dtype."""
+    own dtype (none to an integer or bool dtype, as torch)."""
     if isinstance(x, Tensor):
-        return x if x.dtype == dtype else cast(x, dtype)
+        return x if x.dtype == dtype else cast(x if dtype.kind == "f" else x.detach(), dtype)
     return Tensor(xp_of(like).asarray(x, dtype=dtype))
 
 

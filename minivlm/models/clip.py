@@ -5,7 +5,7 @@
     image_features = model.encode_image(pixels)     # (N, 3, 224, 224) -> (N, 512)
     text_features = model.encode_text(ids)          # (M, 77) token ids -> (M, 512)
     logits_per_image, logits_per_text = model(pixels, ids)   # (N, M), (M, N)
-    loss = clip_loss(logits_per_image)              # N == M: pair k is image k with text k
+    loss = clip_loss(logits_per_image)              # minivlm.losses; pair k: image k, text k
 
 The embeddings are L2-normalised and their cosine similarities scaled by exp(logit_scale), a
 learned inverse temperature that starts at 1/0.07. Training keeps it at most 100: call
@@ -186,11 +186,15 @@ class CLIP(nn.Module):
         normalised."""
         return self.text(ids)
 
+    def embed(self, pixels, ids):
+        """-> (image embeddings (N, embed_dim), text embeddings (M, embed_dim)), L2-normalised."""
+        return (F.normalize(self.encode_image(pixels), dim=-1),
+                F.normalize(self.encode_text(ids), dim=-1))
+
     def forward(self, pixels, ids):
         """-> (logits_per_image (N, M), logits_per_text (M, N)): exp(logit_scale) times the
         cosine similarity of each image with each text."""
-        image_embeddings = F.normalize(self.encode_image(pixels), dim=-1)
-        text_embeddings = F.normalize(self.encode_text(ids), dim=-1)
+        image_embeddings, text_embeddings = self.embed(pixels, ids)
         logits_per_image = self.logit_scale.exp() * (image_embeddings @ text_embeddings.T)
         return logits_per_image, logits_per_image.T
 
@@ -212,17 +216,3 @@ class CLIP(nn.Module):
         if pixels.device != weight.device:
             pixels = pixels.to(weight.device)
         return pixels if pixels.dtype == weight.dtype else pixels.to(weight.dtype)
-
-
-def clip_loss(logits_per_image):
-    """The symmetric contrastive loss of the slide: with n images and their n texts, image k and
-    text k are the correct pairs, the n² − n others wrong. The mean of the cross-entropy along
-    each row (image -> texts) and along each column (text -> images): (N, N) -> scalar."""
-    n, m = logits_per_image.shape
-    if n != m:
-        raise ValueError(f"clip_loss: expected square logits (one text per image), got shape "
-                         f"{(n, m)}")
-    labels = xp_of(logits_per_image.data).arange(n)
-    loss_i = F.cross_entropy(logits_per_image.T, labels)   # the slide's axis=0
-    loss_t = F.cross_entropy(logits_per_image, labels)     # the slide's axis=1
-    return (loss_i + loss_t) / 2

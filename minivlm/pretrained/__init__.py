@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .. import io
 from ..nn.init import skip_init
-from . import clip, lm, vision
+from . import clip, llama, lm, vision
 from .names import check_compatible
 
-FAMILIES = (vision, clip, lm)
+FAMILIES = (vision, clip, lm, llama)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
 
 
