@@ -1,7 +1,7 @@
 """A fuzzing campaign over minivlm's readers, larger than the suite's hypothesis fuzzers and run
 outside it (it takes minutes):
 
-    PYTHONPATH=. python tests/fuzz_campaign.py --files 2000 --workers 2
+    PYTHONPATH=. python tests/fuzz_campaign.py --files 2000
 
 Each worker process makes hostile inputs of one kind from a seeded generator and reads each one:
 safetensors files with mutated bytes or random headers, .npz archives of random members (random
@@ -157,7 +157,7 @@ MODEL_DIRECTORIES = {}
 
 
 def model_directory(name, root):
-    """vit_tiny, swin_tiny, clip_tiny, or a tiny gpt2 saved once in `root`."""
+    """vit_tiny, swin_tiny, clip_tiny, llama_tiny, or a tiny gpt2 saved once in `root`."""
     if name not in MODEL_DIRECTORIES:
         if name == "gpt2":
             save_pretrained(build_model(LMConfig("causal", 40, 8, 8, 2, 2)), root / "gpt2")
@@ -168,7 +168,8 @@ def model_directory(name, root):
 
 
 def config_value(rng, directory):
-    source = model_directory(rng.choice(["vit_tiny", "swin_tiny", "clip_tiny", "gpt2"]),
+    source = model_directory(rng.choice(["vit_tiny", "swin_tiny", "clip_tiny", "gpt2",
+                                         "llama_tiny"]),
                              directory.parent)
     target = directory / "model"
     shutil.rmtree(target, ignore_errors=True)

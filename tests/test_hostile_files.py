@@ -279,6 +279,7 @@ FAMILIES = {   # model directory: (a size field, the section the fuzzer edits or
     "vit_tiny": ("hidden_size", None), "swin_tiny": ("embed_dim", None),
     "clip_tiny": ("vision_config.hidden_size", "text_config"), "gpt2": ("n_embd", None),
     "masked_lm": ("width", None), "resnet": ("resnet.width", "resnet"),
+    "llama_tiny": ("hidden_size", None),
 }
 
 
@@ -340,6 +341,17 @@ def edited_copy(tmp_path, source, field, value):
                                               "'Bottleneck'"),
     ("resnet", "resnet.layers", [1, 1, 1, 10 ** 6], "resnet.layers must be a list of "
                                                     "integers of at least 1 adding up to"),
+    ("llama_tiny", "rms_norm_eps", "1e-6", "rms_norm_eps must be a finite number above 0"),
+    ("llama_tiny", "num_key_value_heads", 0, "num_key_value_heads must be an integer of at "
+                                             "least 1"),
+    ("llama_tiny", "num_hidden_layers", 10 ** 9, "num_hidden_layers must be an integer of at "
+                                                 "least 1 and at most"),
+    ("llama_tiny", "rope_parameters", [10000.0], "rope_parameters must be a JSON object"),
+    ("llama_tiny", "rope_parameters.rope_theta", -1.0, "rope_parameters.rope_theta must be a "
+                                                       "finite number above 0"),
+    ("llama_tiny", "eos_token_id", "</s>", "eos_token_id must be a token id"),
+    ("llama_tiny", "bos_token_id", -1, "bos_token_id must be an integer of at least 0"),
+    ("llama_tiny", "tie_word_embeddings", "false", "tie_word_embeddings must be true or false"),
 ])
 def test_a_bad_config_value_is_one_error_naming_the_field(tmp_path, model_directories, family,
                                                           field, value, expected):

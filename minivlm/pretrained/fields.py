@@ -59,8 +59,17 @@ class Fields:
         """A layer count: at most the number of tensors in the checkpoint."""
         return self.integer(name, default, maximum=max(self.most_layers, 1))
 
-    def optional_integer(self, name, default=None):
-        return None if self._get(name, default) is None else self.integer(name)
+    def optional_integer(self, name, default=None, minimum=1):
+        return None if self._get(name, default) is None else self.integer(name, minimum=minimum)
+
+    def token_ids(self, name, default=None):
+        """A token id (an integer ≥ 0), a non-empty list of them, or None."""
+        value = self._get(name, default)
+        ids = value if isinstance(value, list) and value else [value]
+        if value is not None and not all(_is_int(i) and i >= 0 for i in ids):
+            raise self._wrong(name, value, "a token id (an integer of at least 0), a list of "
+                                           "them or null")
+        return value
 
     def integers(self, name, default=MISSING, maximum=None):
         """A non-empty list of integers ≥ 1 (as a tuple), their sum at most `maximum`."""
@@ -114,7 +123,7 @@ class Fields:
     def of(self, config_class, layers=()):
         """{field: value} for the fields of the dataclass `config_class` that the config holds,
         each checked by its type: int ≥ 1 (≥ 0 for num_classes; a layer count by `layers`),
-        int | None, float (in [0, 1) for a dropout, else > 0), bool, str,
+        int | None (≥ 0 for a token id), int | list | None (token ids), float (in [0, 1) for a dropout, else > 0), bool, str,
         tuple (of integers ≥ 1, adding up to a layer count by `layers`); an int | tuple field is
         either."""
         checked = {}
@@ -131,7 +140,9 @@ class Fields:
             return self.layers(name) if is_layers else \
                 self.integer(name, minimum=0 if name == "num_classes" else 1)
         if kind == int | None:
-            return self.optional_integer(name)
+            return self.optional_integer(name, minimum=0 if name.endswith("_token_id") else 1)
+        if kind == int | list | None:
+            return self.token_ids(name)
         if kind is float:
             return self.number(name, maximum=1.0, closed=True) if "dropout" in name \
                 else self.number(name)
