@@ -15,7 +15,6 @@ import io as stdio
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import struct
@@ -211,6 +210,13 @@ KINDS = {"safetensors-mutated": safetensors_mutated, "safetensors-header": safet
          "fifo-or-device": special_file}
 
 
+def peak_resident_kib():
+    """The peak resident memory of this process since its exec (Linux's VmHWM: ru_maxrss would
+    include the parent's peak, kept across fork and exec)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM"))
+
+
 def worker(kind, seed, files, timeout):
     """Read `files` inputs of `kind`: prints one JSON line of counts."""
     rng = random.Random(seed)
@@ -236,7 +242,7 @@ def worker(kind, seed, files, timeout):
                                   f"{error}"[:200] + f" ({where.filename}:{where.lineno})")
             finally:
                 signal.alarm(0)
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mib = peak_resident_kib() / 1024
     print(json.dumps({"kind": kind, "files": files, **counts, "others": others,
                       "peak_mib": round(peak_mib)}))
 
