@@ -163,7 +163,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     float_mask = None if mask is None or mask.dtype == bool else mask
     check_same_dtype("scaled_dot_product_attention", q=q, k=k, v=v, attn_mask=float_mask)
     if float_mask is None:
-        kwargs["attn_mask"] = None if mask is None else mask.data
+        kwargs["attn_mask"] = None if mask is None else mask.array
     inputs = (q, k, v) if float_mask is None else (q, k, v, float_mask)
     return half_in_float32(ScaledDotProductAttention.apply, *inputs, **kwargs)
 
@@ -216,7 +216,7 @@ def rotary_cos_sin(position_ids, dim, theta=10000.0, dtype="float32"):
     position p turns pair i (of dim/2) by p·θ^(−2i/dim), and the angles repeat for the second
     half of the dim (the rotate_half layout). Computed in float32, as transformers does, or in
     float64 for float64."""
-    ids = position_ids.data if isinstance(position_ids, Tensor) else position_ids
+    ids = position_ids.array if isinstance(position_ids, Tensor) else position_ids
     xp = backend.xp_of(ids)
     wide = xp.dtype("float64" if xp.dtype(dtype) == xp.float64 else "float32")
     inverse_frequency = 1 / wide.type(theta) ** (xp.arange(0, dim, 2).astype(wide) / wide.type(dim))
@@ -232,4 +232,4 @@ def apply_rotary_pos_emb(x, cos, sin):
     if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] or sin.shape != cos.shape:
         raise ValueError(f"apply_rotary_pos_emb: x {tuple(x.shape)} needs an even last dim, "
                          f"and cos {tuple(cos.shape)} and sin {tuple(sin.shape)} of that width")
-    return RotaryEmbedding.apply(x, cos=cos.data, sin=sin.data)
+    return RotaryEmbedding.apply(x, cos=cos.array, sin=sin.array)

@@ -333,10 +333,10 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     check_floating("batch_norm", x)
     check_same_dtype("batch_norm", input=x, weight=weight, bias=bias, running_mean=running_mean,
                      running_var=running_var)
-    xp = xp_of(x.data)
+    xp = xp_of(x.array)
     weight = weight if weight is not None else Tensor(xp.ones(c, dtype=x.dtype))
     bias = bias if bias is not None else Tensor(xp.zeros(c, dtype=x.dtype))
     return half_in_float32(BatchNorm.apply, x, weight, bias, training=training,
                            momentum=momentum, eps=eps,
-                           running_mean=None if running_mean is None else running_mean.data,
-                           running_var=None if running_var is None else running_var.data)
+                           running_mean=None if running_mean is None else running_mean.array,
+                           running_var=None if running_var is None else running_var.array)

@@ -54,7 +54,7 @@ def result_type(*operands):
         if isinstance(x, numbers.Number):   # NumPy's scalars too, as torch takes np.float64
             groups[2].append(_number_dtype(x))
         else:
-            data = x.data if isinstance(x, Tensor) else x
+            data = x.array if isinstance(x, Tensor) else x
             groups[0 if data.ndim else 1].append(data.dtype)
     result = None
     for dtypes in groups:
@@ -80,14 +80,14 @@ def as_tensor(x, dtype, like):
 def as_tensors(*operands):
     """The operands (Tensors, arrays) as Tensors, each in its own dtype, for the ops that take
     one dtype (check_same_dtype)."""
-    like = next(x.data for x in operands if isinstance(x, Tensor))
+    like = next(x.array for x in operands if isinstance(x, Tensor))
     return tuple(x if isinstance(x, Tensor) else Tensor(xp_of(like).asarray(x)) for x in operands)
 
 
 def promoted(*operands):
     """The operands (Tensors, arrays, Python numbers) as Tensors of their result_type."""
     dtype = result_type(*operands)
-    like = next(x.data for x in operands if isinstance(x, Tensor))
+    like = next(x.array for x in operands if isinstance(x, Tensor))
     return tuple(as_tensor(x, dtype, like) for x in operands)
 
 

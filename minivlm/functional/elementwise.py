@@ -304,4 +304,4 @@ def silu(x):
 
 def clamp(x, min=None, max=None):
     """x limited to [min, max] (either may be None), in result_type(x, min, max) as torch."""
-    return Clamp.apply(as_tensor(x, result_type(x, min, max), x.data), min=min, max=max)
+    return Clamp.apply(as_tensor(x, result_type(x, min, max), x.array), min=min, max=max)

@@ -260,7 +260,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
                          f"normalized_shape {expected}")
     check_floating("rms_norm", x)
     check_same_dtype("rms_norm", input=x, weight=weight)
-    eps = float(xp_of(x.data).finfo(x.dtype).eps) if eps is None else eps
+    eps = float(xp_of(x.array).finfo(x.dtype).eps) if eps is None else eps
     weight = () if weight is None else (weight,)
     return RMSNorm.apply(x, *weight, n_dims=len(expected), eps=eps)
 
@@ -342,7 +342,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     if not 0 <= label_smoothing <= 1:
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
-    target_data = target.data if isinstance(target, Tensor) else target
+    target_data = target.array if isinstance(target, Tensor) else target
     check_floating("cross_entropy", logits)
     if target_data.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold class indices (integers), got "
@@ -351,7 +351,7 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     if tuple(target_data.shape) != expected:
         raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
                          f"shape {expected}, got {tuple(target_data.shape)}")
-    weight_data = weight.data if isinstance(weight, Tensor) else weight
+    weight_data = weight.array if isinstance(weight, Tensor) else weight
     if weight_data is not None and tuple(weight_data.shape) != (logits.shape[1],):
         raise ValueError(f"cross_entropy: weight of shape {tuple(weight_data.shape)} does not "
                          f"match the {logits.shape[1]} classes of logits {tuple(logits.shape)}")
@@ -383,7 +383,7 @@ class Embedding(Function):
 
 def embedding(ids, weight, padding_idx=None):
     """Rows of weight (V, D) for integer ids (...) -> (..., D)."""
-    ids = ids.data if isinstance(ids, Tensor) else ids
+    ids = ids.array if isinstance(ids, Tensor) else ids
     if ids.dtype.kind not in "iu":
         raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
     return Embedding.apply(weight, ids=ids, padding_idx=padding_idx)

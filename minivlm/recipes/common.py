@@ -103,7 +103,7 @@ def update(loss, optimizer, params, max_grad_norm):
 def check_finite(params, step):
     """A CommandError when a parameter is not finite after `step` (so no checkpoint keeps it)."""
     for p in params:
-        if not backend.xp_of(p.data).isfinite(p.data).all():
+        if not backend.xp_of(p.array).isfinite(p.array).all():
             raise CommandError(f"the parameters are not finite after step {step}: training "
                                f"diverged (try a smaller --lr)")
 
