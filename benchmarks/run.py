@@ -4,6 +4,9 @@
     PYTHONPATH=. python benchmarks/run.py --only vit_train --repeats 9
     PYTHONPATH=. python -m benchmarks --quick             # 2 repeats, 1 step per memory probe
 
+(Loading checkpoints against transformers' from_pretrained is benchmarks/loading.py:
+`python -m benchmarks.loading`.)
+
 For each workload: both steps are built (torch loads minivlm's initial weights where it can) and
 run once as a warm-up, whose results are compared ("check": ‖ours − theirs‖ / ‖theirs‖); then
 `repeats` rounds, each timing one minivlm step and then one torch step (garbage collected before
@@ -295,11 +298,12 @@ def write_atomically(path, text):
     temporary.replace(path)
 
 
-def save(report, out_dir):
+def save(report, out_dir, suite="cpu", table=markdown):
+    """out_dir/<suite>-<date>.json (the report) and .md (table(report)); returns their stem."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"cpu-{report['date'].replace(':', '').replace(' ', '-')}"
+    stem = out_dir / f"{suite}-{report['date'].replace(':', '').replace(' ', '-')}"
     write_atomically(stem.with_suffix(".json"), json.dumps(report, indent=1))
-    write_atomically(stem.with_suffix(".md"), markdown(report))
+    write_atomically(stem.with_suffix(".md"), table(report))
     return stem
 
 

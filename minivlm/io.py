@@ -16,8 +16,17 @@ The safetensors layout (https://github.com/huggingface/safetensors):
 The reader checks everything before it reads a byte of data: a file that is truncated, has a
 header length past its end, a header that is not JSON or holds a key twice, an unknown dtype, a
 negative dimension, offsets out of range, overlapping, leaving gaps, or not matching shape x
-itemsize -- each raises `CheckpointError` (a ValueError) naming the file and what is wrong. Each
-tensor is read into a freshly allocated, writable array (no memory map is kept open).
+itemsize -- each raises `CheckpointError` (a ValueError) naming the file and what is wrong. `load`
+reads each tensor into a freshly allocated, writable array (no memory map is kept open).
+
+Loading a model needs less: `open_safetensors` checks the header the same way and reads
+nothing; its tensors (`LazyArray`s) are copied one at a time straight into the arrays that
+hold them, through a memory map of a few MiB of the file at a time (numpy.memmap), so that
+memory never holds the file twice:
+
+    tensors = open_safetensors("model.safetensors")    # {name: StoredTensor}, nothing read
+    tensors["w"].copy_to(weight)                        # F32, F16, BF16 -> weight's dtype
+    tensors["w"].mapped()                               # or: a read-only map of the file
 
 Every reader opens its file with `open_regular`, which refuses FIFOs and devices without waiting
 (a FIFO would block the open, /dev/zero be read without end), and bounds every size the file
@@ -62,6 +71,8 @@ _DTYPES = {
 }
 _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _STORED_AS = {**_DTYPES, "BF16": np.dtype("<u2"), "BOOL": np.dtype("u1")}
+_READ_AS = {**_DTYPES, "BF16": np.dtype("float32")}    # BF16 is widened to float32 on reading
+_BLOCK_BYTES = 8 * 2 ** 20   # how much of a file LazyArray.copy_to maps at a time
 
 
 class CheckpointError(ValueError):
@@ -451,6 +462,134 @@ def _read_npy(path, archive, info):
         if f.readinto(array.view(np.uint8)) != nbytes:
             raise CheckpointError(path, f"{info.filename!r}: member ended early")
         return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+# ----------------------------------------------------------------------------- reading lazily
+
+def open_safetensors(path):
+    """The tensors of a .safetensors file, checked as load_safetensors checks them but not read:
+    {name: StoredTensor} in file order."""
+    entries, _, data_start = read_safetensors_header(path)
+    return {name: StoredTensor(path, dtype, shape, data_start + begin)
+            for name, (dtype, shape, (begin, _)) in entries.items()}
+
+
+def copy_into(destination, values, asarray=np.asarray):
+    """Write `values` (an array or a LazyArray of destination's shape) into `destination`, cast
+    to its dtype. asarray turns each host array into one of the destination's kind (for a CuPy
+    destination: cupy.asarray, which sends it to the GPU)."""
+    if tuple(values.shape) != tuple(destination.shape):
+        raise ValueError(f"cannot copy values of shape {tuple(values.shape)} into an array of "
+                         f"shape {tuple(destination.shape)}")
+    if isinstance(values, LazyArray):
+        values.copy_to(destination, asarray)
+    else:
+        destination[...] = asarray(values)
+
+
+class LazyArray:
+    """An array whose values stay in the file until they are copied where they belong.
+
+    shape, ndim and dtype (the dtype the values read as) are known at once.
+    copy_to(destination, asarray) writes the values into an existing array of the same shape
+    (see copy_into); mapped() is a read-only memory map of the file where it holds the values
+    as they are (else None); numpy.asarray(lazy) reads them into a new array. Transposing (.T)
+    and stacking (Concatenated) are lazy too, so a checkpoint can be rearranged before a byte
+    of it is read."""
+
+    ndim = property(lambda self: len(self.shape))
+    T = property(lambda self: Transposed(self))
+
+    def mapped(self):
+        return None
+
+    def __array__(self, dtype=None, copy=None):
+        if copy is False:
+            raise ValueError("a LazyArray is read into a new array: it cannot be had without "
+                             "a copy")
+        values = np.empty(self.shape, self.dtype)
+        self.copy_to(values)
+        return values if dtype is None else values.astype(dtype, copy=False)
+
+
+class StoredTensor(LazyArray):
+    """One tensor of a safetensors file (dtype: its safetensors name; offset: where its bytes
+    begin in the file), read a few MiB of rows at a time through numpy.memmap."""
+
+    def __init__(self, path, dtype, shape, offset):
+        self.path, self.stored_dtype = os.fspath(path), dtype   # a str: memmap resolves a Path
+        self.shape, self.offset = shape, offset
+        self.dtype = _READ_AS[dtype]
+
+    def __repr__(self):
+        return f"StoredTensor({self.path!r}, {self.stored_dtype}, {self.shape})"
+
+    def copy_to(self, destination, asarray=np.asarray):
+        for index, stored in self._blocks():
+            destination[index] = asarray(_decode(stored, self.stored_dtype))
+
+    def mapped(self):
+        """A read-only array over the file's bytes, for the dtypes NumPy reads as they are."""
+        if self.dtype != _STORED_AS[self.stored_dtype]:
+            return None
+        if 0 in self.shape:
+            return np.empty(self.shape, self.dtype)
+        return np.asarray(self._map(0, self.shape))
+
+    def _map(self, skip, shape):
+        with open_regular(self.path) as f:   # (still a regular file: not swapped for a FIFO)
+            return np.memmap(f, _STORED_AS[self.stored_dtype], mode="r",
+                             offset=self.offset + skip, shape=shape)
+
+    def _blocks(self):
+        """(index, stored values) that cover the tensor: _BLOCK_BYTES of whole rows each."""
+        if 0 in self.shape:
+            return
+        if not self.shape:
+            yield ..., self._map(0, ())
+            return
+        row_bytes = math.prod(self.shape[1:]) * _STORED_AS[self.stored_dtype].itemsize
+        rows_per_block = max(1, _BLOCK_BYTES // row_bytes)
+        for first in range(0, self.shape[0], rows_per_block):
+            rows = min(rows_per_block, self.shape[0] - first)
+            yield (slice(first, first + rows),
+                   self._map(first * row_bytes, (rows, *self.shape[1:])))
+
+
+class Transposed(LazyArray):
+    """source.T, read straight into the destination's transpose."""
+
+    def __init__(self, source):
+        self.source, self.shape, self.dtype = source, tuple(source.shape[::-1]), source.dtype
+
+    T = property(lambda self: self.source)
+
+    def copy_to(self, destination, asarray=np.asarray):
+        copy_into(destination.T, self.source, asarray)
+
+    def mapped(self):
+        source = self.source.mapped()
+        return None if source is None else source.T
+
+
+class Concatenated(LazyArray):
+    """Arrays or LazyArrays stacked along the first axis (numpy.concatenate), each read straight
+    into its rows of the destination."""
+
+    def __init__(self, parts):
+        trailing = {tuple(part.shape[1:]) for part in parts}
+        if not parts or len(trailing) != 1 or any(part.ndim == 0 for part in parts):
+            raise ValueError(f"cannot concatenate arrays of shapes "
+                             f"{[tuple(part.shape) for part in parts]} along the first axis")
+        self.parts = parts
+        self.shape = (sum(part.shape[0] for part in parts), *trailing.pop())
+        self.dtype = np.result_type(*(part.dtype for part in parts))
+
+    def copy_to(self, destination, asarray=np.asarray):
+        first = 0
+        for part in self.parts:
+            copy_into(destination[first:first + part.shape[0]], part, asarray)
+            first += part.shape[0]
 
 
 # ----------------------------------------------------------------------------- by suffix

@@ -2,7 +2,8 @@
 the catalogue (op_cases.CASES and the image ops of test_conv) against torch.
 
 1. float16 inputs give a float16 output and float16 gradients (every gradient reaching an input
-   is float16), within 1 % of torch's float64 results on the same float16-rounded inputs. (The
+   is float16), within 1 % of torch's float64 results on the same float16-rounded inputs (or,
+   where the results cancel, no further from them than 4 times torch's own float16 results). (The
    same for float32 is test_float32's and test_functional_backends', for float64
    test_functional_torch's and test_conv's.)
 2. Inputs of mixed dtypes (bool, integers, floats, 0-d tensors, Python numbers) give torch's
@@ -73,11 +74,41 @@ def test_op_computes_float16_in_float16(case, data):
                   else value for name, value in in_dtype.items()}
     expected = case.theirs(torch, **theirs, **torch_params(as_float64, torch))
     expected.backward(torch.from_numpy(_upstream(out.shape, dtype).astype(np.float64)))
-    assert_close(out, expected.detach().numpy(), rtol=RTOL[dtype], atol=ATOL[dtype])
+    half = _torch_in_float16(case, inputs, in_dtype, out.shape)
+    _assert_float16_close(out, expected.detach().numpy(), half and half[0])
     for name, t in ours.items():
         their_grad = theirs[name].grad
-        assert_close(t.grad, np.zeros(t.shape) if their_grad is None else their_grad.numpy(),
-                     rtol=RTOL[dtype], atol=ATOL[dtype])
+        _assert_float16_close(t.grad, np.zeros(t.shape) if their_grad is None
+                              else their_grad.numpy(), half and half[1][name])
+
+
+def _torch_in_float16(case, inputs, params, shape):
+    """torch's own float16 output and {name: gradient} on the same inputs (no gradient: zeros),
+    or None where its CPU kernels refuse float16."""
+    theirs = {name: torch.tensor(values, requires_grad=True) for name, values in inputs.items()}
+    try:
+        out = case.theirs(torch, **theirs, **torch_params(params, torch))
+        out.backward(torch.from_numpy(_upstream(shape, "float16")))
+    except (RuntimeError, NotImplementedError):
+        return None
+    return out.detach().numpy(), {name: np.zeros(t.shape) if t.grad is None else t.grad.numpy()
+                                  for name, t in theirs.items()}
+
+
+def _assert_float16_close(ours, exact, torch_float16):
+    """ours within 1 % of the exact (float64) values; or, where the values cancel (a sum of large
+    terms of both signs, which no float16 computation gets within 1 %), no further from them than
+    4 times torch's own float16 result."""
+    try:
+        assert_close(ours, exact, rtol=RTOL["float16"], atol=ATOL["float16"])
+    except AssertionError:
+        if torch_float16 is None:
+            raise
+        ours = ours.numpy().astype(np.float64)
+        error, torch_error = (np.linalg.norm(np.ravel(v.astype(np.float64) - exact))
+                              for v in (ours, torch_float16))
+        assert error <= 4 * torch_error, (f"float16 error {error:.3g}, torch's float16 error "
+                                          f"{torch_error:.3g}")
 
 
 def _run(tensor, inputs, dtypes, op):

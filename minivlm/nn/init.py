@@ -3,6 +3,10 @@
 Random values come from the backend's generator (`minivlm.manual_seed` makes them reproducible);
 they are drawn in float64 and stored in the tensor's own dtype. They write into the
 tensor's array: filling a parameter records nothing in the graph.
+
+Inside `with no_init():` every one of them leaves its tensor as it is: a model built there keeps
+the uninitialised memory of its `empty` parameters (torch's meta device / skip_init play that
+part), which is what loading a checkpoint into it needs, as it overwrites every value.
 """
 import contextlib
 import functools
@@ -11,27 +15,38 @@ import math
 from .. import backend
 from ..backend import xp_of
 
-_skipping = False
+
+_initialising = True
 
 
 @contextlib.contextmanager
-def skip_init():
-    """Within: the init functions leave tensors as they are, for a model whose parameters a
-    checkpoint will overwrite (as transformers' no_init_weights): building it then writes
-    nothing, and NumPy's fresh arrays take no memory until they are written."""
-    global _skipping
-    previous, _skipping = _skipping, True
+def no_init():
+    """Within this block the init functions draw and write nothing: they return their tensor
+    unchanged (and the random generators do not advance). Build a model here only to overwrite
+    every parameter and buffer, as load_pretrained does; its values are garbage until then."""
+    global _initialising
+    previous, _initialising = _initialising, False
     try:
         yield
     finally:
-        _skipping = previous
+        _initialising = previous
 
 
-def _skippable(init):
-    @functools.wraps(init)
-    def fill(tensor, *args, **kwargs):
-        return tensor if _skipping else init(tensor, *args, **kwargs)
-    return fill
+def _skipped_under_no_init(fill):
+    """`fill` (tensor, ...) -> tensor, made to return the tensor untouched inside no_init()."""
+    @functools.wraps(fill)
+    def fill_unless_no_init(tensor, *args, **kwargs):
+        return fill(tensor, *args, **kwargs) if _initialising else tensor
+    return fill_unless_no_init
+
+
+def _empty_is_left_alone(fill):
+    """`fill` (tensor, ...) -> tensor, made to return a tensor of no elements untouched (torch's
+    no-op: its fan is 0, so the fan-scaled inits would divide by 0)."""
+    @functools.wraps(fill)
+    def fill_unless_empty(tensor, *args, **kwargs):
+        return tensor if 0 in tensor.shape else fill(tensor, *args, **kwargs)
+    return fill_unless_empty
 
 
 def _fill(tensor, values):
@@ -43,19 +58,19 @@ def _rng(tensor):
     return backend.rng(xp_of(tensor.array))
 
 
-@_skippable
+@_skipped_under_no_init
 def uniform_(tensor, a=0.0, b=1.0):
     """Fill with samples of U(a, b)."""
     return _fill(tensor, a + (b - a) * _rng(tensor).random(tensor.shape))
 
 
-@_skippable
+@_skipped_under_no_init
 def normal_(tensor, mean=0.0, std=1.0):
     """Fill with samples of N(mean, std²)."""
     return _fill(tensor, mean + std * _rng(tensor).standard_normal(tensor.shape))
 
 
-@_skippable
+@_skipped_under_no_init
 def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
     """Fill with samples of N(mean, std²) conditioned on lying in [a, b] (absolute bounds, as
     torch and timm). Drawn by rejection: values outside [a, b] are drawn again."""
@@ -78,17 +93,17 @@ def _normal_cdf(x):
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-@_skippable
+@_skipped_under_no_init
 def constant_(tensor, value):
     return _fill(tensor, value)
 
 
-@_skippable
+@_skipped_under_no_init
 def zeros_(tensor):
     return _fill(tensor, 0)
 
 
-@_skippable
+@_skipped_under_no_init
 def ones_(tensor):
     return _fill(tensor, 1)
 
@@ -125,7 +140,7 @@ def _fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
-@_skippable
+@_empty_is_left_alone
 def xavier_uniform_(tensor, gain=1.0):
     """U(-bound, bound) with std = gain·√(2 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
@@ -133,14 +148,14 @@ def xavier_uniform_(tensor, gain=1.0):
     return uniform_(tensor, -bound, bound)
 
 
-@_skippable
+@_empty_is_left_alone
 def xavier_normal_(tensor, gain=1.0):
     """N(0, std²) with std = gain·√(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
-@_skippable
+@_empty_is_left_alone
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(-bound, bound) with std = gain / √fan (He et al., 2015). With a=√5 this is the default
     init of torch's Linear and Conv weights: bound = 1/√fan_in."""
@@ -149,7 +164,7 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     return uniform_(tensor, -bound, bound)
 
 
-@_skippable
+@_empty_is_left_alone
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan."""
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))

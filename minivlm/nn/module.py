@@ -191,8 +191,9 @@ class Module:
 
     def to(self, *targets, device=None, dtype=None):
         """Move every parameter and buffer, in place, to a backend ('numpy'/'cpu', 'cupy'/'cuda'),
-        and/or cast the floating-point ones to a dtype ('float32', 'float64'), given as torch
-        takes them (to(device), to(dtype), to(device, dtype), by keyword); returns self.
+        and/or cast the floating-point ones to a dtype ('float32', 'float64'; those already in it
+        keep their arrays), given as torch takes them (to(device), to(dtype), to(device, dtype),
+        by keyword); returns self.
         Integer buffers (position ids, index tables) keep their dtype, as in torch."""
         targets = targets + tuple(t for t in (device, dtype) if t is not None)
         for tensor in (*self.parameters(), *self.buffers()):
@@ -230,10 +231,14 @@ class Module:
         return tensors
 
     # --- saving and loading -------------------------------------------------------------------
-    def state_dict(self):
-        """OrderedDict dotted name -> detached Tensor: the parameters and persistent buffers.
-        A parameter shared by two modules appears under both names, as in torch."""
-        return OrderedDict((name, tensor.detach()) for name, tensor in self._state_tensors().items())
+    def state_dict(self, keep_vars=False):
+        """OrderedDict dotted name -> detached Tensor: the parameters and persistent buffers
+        (keep_vars=True: the Parameters and buffers themselves, as in torch). A parameter shared
+        by two modules appears under both names, as in torch."""
+        tensors = self._state_tensors()
+        if keep_vars:
+            return tensors
+        return OrderedDict((name, tensor.detach()) for name, tensor in tensors.items())
 
     def load_state_dict(self, state_dict, strict=True):
         """Copy values (Tensors or NumPy/CuPy arrays) into the existing parameters and buffers,
@@ -323,7 +328,7 @@ def _converted(array, target):
     """`array` on backend `target`, or cast to dtype `target` if it is floating point."""
     if backend.is_backend_name(target):
         return backend.to_backend(array, target)
-    return array.astype(backend.dtype(target)) if array.dtype.kind == "f" else array
+    return array.astype(backend.dtype(target), copy=False) if array.dtype.kind == "f" else array
 
 
 class RemovableHandle:

@@ -11,14 +11,18 @@ model (clip, vit, swin, gpt2: transformers' from_pretrained reads what save_pret
 minivlm's own names otherwise (minivlm_resnet, minivlm_masked_lm). One module per family
 (vision.py, clip.py, lm.py) holds its name table and config conversions; another family
 registers itself by adding its Architectures to FAMILIES.
+
+Loading draws no random weights (the model is built under nn.init.no_init: names.empty_model)
+and reads each tensor once, straight into the parameter that holds it (io.open_safetensors), so
+that memory peaks at the model's size; with mmap=True the tensors stored in the model's dtype
+stay read-only maps of the file, read as they are used.
 """
 import json
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .. import io
-from ..nn.init import skip_init
 from . import clip, llama, lm, vision
-from .names import check_compatible
+from .names import check_compatible, empty_model, load_state
 
 FAMILIES = (vision, clip, lm, llama)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
@@ -37,32 +41,45 @@ def read_config(directory):
 
 
 def read_checkpoint(directory):
-    """{name: np.ndarray} from model.safetensors or from the shards its index lists (each
-    tensor in one shard, as the index says)."""
+    """{name: io.StoredTensor} (nothing read yet) of model.safetensors, or of the shards its
+    index lists (read_shards)."""
     directory = Path(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
     if single.exists():
-        return io.load_safetensors(single)
+        return io.open_safetensors(single)
     if index.exists():
-        weight_map = read_weight_map(index)
-        checkpoint = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (directory / shard).exists():
-                raise io.CheckpointError(index, f"lists the shard {shard!r:.100}, which "
-                                                f"{directory} does not hold")
-            for name, array in io.load_safetensors(directory / shard).items():
-                if weight_map.get(name) != shard:
-                    raise io.CheckpointError(directory / shard, f"holds {name!r:.100}, which "
-                                             f"{index.name} places in {weight_map.get(name)}")
-                checkpoint[name] = array
-        missing = sorted(weight_map.keys() - checkpoint.keys())
-        if missing:
-            raise io.CheckpointError(index, f"lists tensors that no shard holds: "
-                                            f"{', '.join(missing)}")
-        return checkpoint
+        return read_shards(directory, index)
     found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise FileNotFoundError(f"{directory} holds no model.safetensors (found: {found}); "
                             f"minivlm reads safetensors only, never pickled .bin files")
+
+
+def read_shards(directory, index):
+    """{name: io.StoredTensor} of the shards `index` lists: each tensor in one shard, the one the
+    index places it in, and every tensor the index lists held by a shard."""
+    weight_map = read_weight_map(index)
+    shards = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (directory / shard).exists():
+            raise io.CheckpointError(index, f"lists the shard {shard!r:.100}, which "
+                                            f"{directory} does not hold")
+        shards[shard] = io.open_safetensors(directory / shard)
+    checkpoint = {}
+    for shard, tensors in shards.items():
+        repeated = sorted(tensors.keys() & checkpoint.keys())
+        if repeated:
+            raise io.CheckpointError(directory / shard, f"holds tensors another shard holds "
+                                                        f"too: {', '.join(repeated)}")
+        checkpoint.update(tensors)
+    for shard, tensors in shards.items():
+        misplaced = [name for name in tensors if weight_map.get(name) != shard]
+        if misplaced:
+            raise io.CheckpointError(directory / shard, f"holds {misplaced[0]!r:.100}, which "
+                                     f"{index.name} places in {weight_map.get(misplaced[0])}")
+    missing = sorted(weight_map.keys() - checkpoint.keys())
+    if missing:
+        raise io.CheckpointError(index, f"lists tensors that no shard holds: {', '.join(missing)}")
+    return checkpoint
 
 
 def read_weight_map(index):
@@ -74,7 +91,8 @@ def read_weight_map(index):
     weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
     if not isinstance(weight_map, dict) or not all(isinstance(v, str)
                                                    for v in weight_map.values()):
-        raise io.CheckpointError(index, "must hold a weight_map: {tensor name: shard file}")
+        raise io.CheckpointError(index, "is not a shard index with a weight_map of tensor names "
+                                        "to files")
     for shard in set(weight_map.values()):
         parts = PurePosixPath(shard).parts
         if not parts or PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).anchor \
@@ -93,10 +111,11 @@ def architecture_of(config_json, path):
     return ARCHITECTURES[model_type]
 
 
-def load_pretrained(directory, dtype="float32"):
+def load_pretrained(directory, dtype="float32", mmap=False):
     """The minivlm model of a model directory, in eval mode, with its parameters in `dtype`.
     A checkpoint that does not fit raises one io.CheckpointError listing every unknown, missing,
-    unexpected and mis-shaped tensor."""
+    unexpected and mis-shaped tensor. mmap=True keeps the tensors the file holds in `dtype` as
+    read-only maps of it (for inference: nothing is read until used; see names.load_state)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory (a model directory holds "
@@ -105,33 +124,34 @@ def load_pretrained(directory, dtype="float32"):
     architecture = architecture_of(config_json, directory / "config.json")
     checkpoint = read_checkpoint(directory)
     state, unknown = architecture.to_minivlm(checkpoint)
-    model = build_from_config(architecture, config_json, checkpoint, directory / "config.json")
+    model = build_from_config(architecture, config_json, checkpoint, directory / "config.json",
+                              dtype)
     check_compatible(model, state, unknown, architecture.checkpoint_name, directory)
-    model.to(dtype)
-    model.load_state_dict(state)
+    load_state(model, state, mmap)
     return model.eval()
 
 
-def build_from_config(architecture, config_json, checkpoint, path):
-    """The model config.json (at `path`) describes, not initialised (the checkpoint will fill
-    it: NumPy has not touched its memory until then, so a config whose model does not fit the
-    checkpoint costs no memory). A bad value raises one CheckpointError naming the field."""
+def build_from_config(architecture, config_json, checkpoint, path, dtype):
+    """The model config.json (at `path`) describes, in `dtype`, not initialised (names.empty_model:
+    the checkpoint will fill it, and NumPy has not touched its memory until then, so a config
+    whose model does not fit the checkpoint costs no memory). A bad value raises one
+    CheckpointError naming the field."""
     try:
         config = architecture.config_from_json(config_json, checkpoint)
-        with skip_init():
-            return architecture.build_model(config)
+        return empty_model(lambda: architecture.build_model(config), dtype)
     except ValueError as error:   # fields.ConfigError, or the model's own checks
         raise io.CheckpointError(path, str(error)) from None
     except MemoryError:
         raise io.CheckpointError(path, "describes a model larger than the memory") from None
 
 
-def load_clip(path, dtype="float32", config=None):
+def load_clip(path, dtype="float32", config=None, mmap=False):
     """CLIP from a Hugging Face CLIP directory or an OpenAI-named .safetensors file, in eval
-    mode, its parameters in `dtype` (config: see pretrained.clip.load_openai)."""
+    mode, its parameters in `dtype` (config: see pretrained.clip.load_openai; mmap: see
+    load_pretrained)."""
     path = Path(path)
     if path.is_file():
-        return clip.load_openai(path, dtype, config)
+        return clip.load_openai(path, dtype, config, mmap)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such CLIP checkpoint (a Hugging Face directory or "
                                 f"an OpenAI-named .safetensors file)")
@@ -139,7 +159,7 @@ def load_clip(path, dtype="float32", config=None):
     if model_type != "clip":
         raise ValueError(f"{path}: expected a Hugging Face config with model_type 'clip', got "
                          f"{model_type!r}")
-    return load_pretrained(path, dtype)
+    return load_pretrained(path, dtype, mmap)
 
 
 def save_pretrained(model, directory, extra_config=None, metadata=None):

@@ -32,7 +32,8 @@ from ..backend import xp_of
 from ..models.clip import CLIP, CLIPConfig, CLIPVisionConfig
 from ..models.text import CLIPTextConfig
 from .fields import ConfigError, Fields
-from .names import Architecture, check_compatible, rename_leading, translate
+from .names import (Architecture, check_compatible, empty_model, load_state,
+                    rename_leading, translate)
 
 OPENAI_NAMES = {  # OpenAI's leading name -> minivlm's
     "visual": "visual",
@@ -98,19 +99,20 @@ CONFIG_METADATA_KEY = "minivlm_config"
 
 # --- loading and saving ------------------------------------------------------------------------
 
-def load_openai(path, dtype="float32", config=None):
+def load_openai(path, dtype="float32", config=None, mmap=False):
     """CLIP from an OpenAI-named .safetensors file, in eval mode, its parameters in `dtype`.
     config: a CLIPConfig to use instead of the file's (e.g. when its heads do not follow
-    OpenAI's width // 64). A file that does not fit raises one io.CheckpointError listing the
-    tensors with no name-table entry and every missing, unexpected and mis-shaped one."""
-    checkpoint = io.load_safetensors(path)
-    model = CLIP(config or config_from_openai(checkpoint, io.read_safetensors_metadata(path)))
-    model.to(dtype)
+    OpenAI's width // 64); mmap: see load_pretrained. A file that does not fit raises one
+    io.CheckpointError listing the tensors with no name-table entry and every missing,
+    unexpected and mis-shaped one."""
+    checkpoint = io.open_safetensors(path)
+    config = config or config_from_openai(checkpoint, io.read_safetensors_metadata(path))
+    model = empty_model(lambda: CLIP(config), dtype)
     state, unknown = translate(checkpoint, lambda name: rename_leading(name, OPENAI_NAMES))
     openai_names = {minivlm: openai for openai, minivlm in OPENAI_NAMES.items() if minivlm}
     check_compatible(model, state, unknown, lambda name: rename_leading(name, openai_names),
                      path)
-    model.load_state_dict(state)
+    load_state(model, state, mmap)
     return model.eval()
 
 
@@ -127,16 +129,17 @@ def save_clip(model, path):
 
 def prepare_hf(checkpoint):
     """Stack each attention's q_proj, k_proj, v_proj (weights (E, E), biases (E,)) into in_proj
-    ((3E, E), (3E,)), and transpose the projections (so errors show their shapes transposed);
-    other tensors pass through. An attention missing one of q, k, v keeps the others as they are
-    (they are then reported as unknown)."""
+    ((3E, E), (3E,): an io.Concatenated, read straight into the model's in_proj), and transpose
+    the projections (so errors show their shapes transposed); other tensors pass through. An
+    attention missing one of q, k, v keeps the others as they are (they are then reported as
+    unknown)."""
     prepared = dict(checkpoint)
     for match in filter(None, map(_HF_QUERY.fullmatch, checkpoint)):
         attention, leaf = match["attention"], match["leaf"]
         parts = [f"{attention}.{p}_proj.{leaf}" for p in "qkv"]
         if all(part in prepared for part in parts):
-            q_k_v = [prepared.pop(part) for part in parts]
-            prepared[f"{attention}.in_proj.{leaf}"] = xp_of(*q_k_v).concatenate(q_k_v)
+            prepared[f"{attention}.in_proj.{leaf}"] = io.Concatenated(
+                [prepared.pop(part) for part in parts])
     for name in HF_TRANSPOSED:
         if name in prepared:
             prepared[name] = prepared[name].T

@@ -10,13 +10,20 @@ inverted, names minivlm's tensors for saving and for error messages.
 
 An `Architecture` says how to read and write one checkpoint family (one config.json
 `model_type`); the families live in vision.py, clip.py and lm.py, the registry in __init__.py.
+
+A checkpoint being loaded holds io.LazyArrays (nothing read yet): renaming, stacking and
+transposing rearrange them, check_compatible checks their shapes, and load_state copies them
+into the model one at a time.
 """
 import dataclasses
 import functools
 import re
 from typing import Callable
 
-from .. import io
+import numpy as np
+
+from .. import io, nn
+from ..backend import is_cupy_array, xp_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,3 +166,29 @@ def check_compatible(model, state, unknown, checkpoint_name, source):
     if problems:
         raise io.CheckpointError(source, f"does not fit {type(model).__name__}:\n  "
                                          + "\n  ".join(problems))
+
+
+def empty_model(build, dtype):
+    """The model build() makes, built under nn.init.no_init (no random weights drawn; its
+    parameters hold uninitialised memory until load_state overwrites them), its floating-point
+    tensors in `dtype`."""
+    with nn.init.no_init():
+        model = build()
+    with np.errstate(invalid="ignore", over="ignore"):   # casting garbage (NaN bit patterns)
+        return model.to(dtype)
+
+
+def load_state(model, state, mmap=False):
+    """Write each array or io.LazyArray of `state` ({minivlm name: values}, checked by
+    check_compatible) into the model's tensor of that name, one after the other, cast to its
+    dtype. mmap: a NumPy tensor whose values the file holds in its dtype becomes a read-only map
+    of the file instead (pages are read when first used; the tensor cannot be trained); the
+    others, and every CuPy tensor, are copied (to the GPU straight from the map)."""
+    targets = model.state_dict(keep_vars=True)
+    for name, values in state.items():
+        target = targets[name]
+        mapped = values.mapped() if mmap and isinstance(values, io.LazyArray) else None
+        if mapped is not None and mapped.dtype == target.dtype and not is_cupy_array(target.array):
+            target.array = mapped
+        else:
+            io.copy_into(target.array, values, xp_of(target.array).asarray)
