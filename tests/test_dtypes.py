@@ -10,7 +10,7 @@ the catalogue (op_cases.CASES and the image ops of test_conv) against torch.
    result dtype and torch's values, or a TypeError / ValueError where torch refuses them too.
    The ops that refuse integer inputs where torch computes something are listed in
    REFUSES_INTEGERS, each with its reason; those that refuse mixed dtypes where torch's answer
-   depends on the shapes, in ONE_DTYPE.
+   depends on the shapes, in ONE_DTYPE; those that cast where torch refuses, in CASTS_TO.
 """
 import numpy as np
 import pytest
@@ -46,6 +46,9 @@ MIXED_PRECISION_PARAMETERS = {"layer_norm", "batch_norm"}
 # shapes or the kernel: einsum promotes only where no matrix product is formed (each contracted
 # dim of size 1), rms_norm gives float16 for a float16 input and an int32 weight
 ONE_DTYPE = {"einsum", "rms_norm"}
+# minivlm casts an operand to this input's dtype where torch refuses another dtype: setitem's
+# value (torch casts it too, but not through an index array), cross_entropy's class weights
+CASTS_TO = {"setitem": "x", "cross_entropy": "logits"}
 
 
 def _upstream(shape, dtype):
@@ -137,10 +140,9 @@ def test_mixed_dtypes_promote_as_torch(case, data):
     ours, our_grads = _run(lambda v, grad: mv.tensor(v, requires_grad=grad), inputs, dtypes,
                            lambda **t: case.ours(**t, **ours_params(params, "numpy")))
     integers = any(dtypes[name] not in FLOATS for name in inputs)
-    if case.name == "setitem" and isinstance(theirs, Exception):
-        # torch refuses a value of another dtype through an index array and casts it otherwise;
-        # minivlm casts it always
-        assert not isinstance(ours, Exception) and str(ours.dtype) == dtypes["x"], ours
+    if case.name in CASTS_TO and isinstance(theirs, Exception) \
+            and not isinstance(ours, Exception):
+        assert str(ours.dtype) == dtypes[CASTS_TO[case.name]]
         return
     if isinstance(theirs, Exception) or (integers and case.name in REFUSES_INTEGERS):
         assert isinstance(ours, (TypeError, ValueError)), f"torch: {theirs!r}; ours: {ours!r}"

@@ -123,9 +123,9 @@ class Fields:
     def of(self, config_class, layers=()):
         """{field: value} for the fields of the dataclass `config_class` that the config holds,
         each checked by its type: int ≥ 1 (≥ 0 for num_classes; a layer count by `layers`),
-        int | None (≥ 0 for a token id), int | list | None (token ids), float (in [0, 1) for a dropout, else > 0), bool, str,
-        tuple (of integers ≥ 1, adding up to a layer count by `layers`); an int | tuple field is
-        either."""
+        int | None (≥ 0 for a token id), int | list | None (token ids), float (in [0, 1) for a
+        dropout, else > 0), bool, str, tuple (of integers ≥ 1, adding up to a layer count by
+        `layers`); an int | tuple field is either."""
         checked = {}
         for field in dataclasses.fields(config_class):
             if field.name in self.values:
