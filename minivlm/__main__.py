@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 import traceback
+import warnings
 
 from . import distributed
 
@@ -74,10 +75,12 @@ def main(argv=None):
     try:
         if not distributed.is_main():
             sys.stdout = open(os.devnull, "w", encoding="utf-8")   # rank 0 alone prints
-        with threadpool_limits(args.threads, user_api="blas"):
+        with threadpool_limits(args.threads, user_api="blas"), warnings.catch_warnings():
+            # NumPy's overflow warnings: a run that diverges is stopped with one line instead
+            warnings.simplefilter("ignore", RuntimeWarning)
             return _recipe(COMMANDS[args.command][0]).run(args) or 0
-    except KeyboardInterrupt:
-        print(f"minivlm {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as stop:   # Ctrl-C; in training, after saving its step
+        print(f"minivlm {args.command}: {str(stop) or 'interrupted'}", file=sys.stderr)
         return 130
     except Exception as error:
         status = 2 if isinstance(error, UsageError) else 1

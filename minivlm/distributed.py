@@ -138,7 +138,7 @@ class _MPI:
 
 class _NCCL:
     """Collectives on contiguous CuPy arrays over NCCL, on the current stream; MPI hands NCCL's
-    unique id from rank 0 to the others."""
+    unique id from rank 0 to the others. (A CuPy array's .data is its memory pointer.)"""
 
     def __init__(self, world):
         try:
@@ -164,19 +164,19 @@ class _NCCL:
         return self.cupy.cuda.get_current_stream().ptr
 
     def all_reduce(self, buffer):
-        self.communicator.allReduce(buffer.array.ptr, buffer.array.ptr, buffer.size,
+        self.communicator.allReduce(buffer.data.ptr, buffer.data.ptr, buffer.size,
                                     self._type(buffer), self.nccl.NCCL_SUM, self._stream())
 
     def broadcast(self, buffer, root):
-        self.communicator.bcast(buffer.array.ptr, buffer.size, self._type(buffer), root,
+        self.communicator.bcast(buffer.data.ptr, buffer.size, self._type(buffer), root,
                                 self._stream())
 
     def all_gather(self, send, receive):
-        self.communicator.allGather(send.array.ptr, receive.array.ptr, send.size,
+        self.communicator.allGather(send.data.ptr, receive.data.ptr, send.size,
                                     self._type(send), self._stream())
 
     def reduce_scatter(self, send, receive):
-        self.communicator.reduceScatter(send.array.ptr, receive.array.ptr, receive.size,
+        self.communicator.reduceScatter(send.data.ptr, receive.data.ptr, receive.size,
                                         self._type(send), self.nccl.NCCL_SUM, self._stream())
 
 

@@ -14,10 +14,10 @@ The safetensors layout (https://github.com/huggingface/safetensors):
     the rest  the byte buffer; offsets count from its start; the tensors tile it exactly
 
 The reader checks everything before it reads a byte of data: a file that is truncated, has a
-header length past its end, a header that is not JSON, an unknown dtype, a negative dimension,
-offsets out of range, overlapping, leaving gaps, or not matching shape x itemsize -- each raises
-`CheckpointError` (a ValueError) naming the file and what is wrong. `load` reads each tensor
-into a freshly allocated, writable array (no memory map is kept open).
+header length past its end, a header that is not JSON or holds a key twice, an unknown dtype, a
+negative dimension, offsets out of range, overlapping, leaving gaps, or not matching shape x
+itemsize -- each raises `CheckpointError` (a ValueError) naming the file and what is wrong. `load`
+reads each tensor into a freshly allocated, writable array (no memory map is kept open).
 
 Loading a model needs less: `open_safetensors` checks the header the same way and reads
 nothing; its tensors (`LazyArray`s) are copied one at a time straight into the arrays that
@@ -28,16 +28,27 @@ memory never holds the file twice:
     tensors["w"].copy_to(weight)                        # F32, F16, BF16 -> weight's dtype
     tensors["w"].mapped()                               # or: a read-only map of the file
 
+Every reader opens its file with `open_regular`, which refuses FIFOs and devices without waiting
+(a FIFO would block the open, /dev/zero be read without end), and bounds every size the file
+declares by the file's real size before it allocates: a safetensors header and its offsets; an
+.npz member's sizes, its .npy header's shape, and the expansion of a compressed member (a zip
+bomb). `read_json` does the same for JSON files (config.json), refusing duplicate keys.
+
+A save killed before its rename leaves its temporary file (named with the saving process's id);
+the next save of the same file removes those whose process is gone.
+
 BF16 has no NumPy dtype. Reading widens it to float32 exactly (the 16 bits become the high
 half of a float32). Writing narrows float32 with round-to-nearest-even, as torch does; pass
 the names to store as BF16 in `save_safetensors(..., bfloat16=names)`.
 """
 
+import collections
 import contextlib
 import json
 import math
 import os
 import secrets
+import stat
 import struct
 import sys
 import zipfile
@@ -48,6 +59,8 @@ import numpy as np
 
 _MAX_HEADER_BYTES = 100_000_000     # the limit of the reference implementation
 _MAX_NDIM = 32                      # NumPy 1's limit on array dimensions (NumPy 2 allows 64)
+_MAX_JSON_BYTES = 100_000_000       # config.json, model.safetensors.index.json
+_MAX_EXPANSION = 100                # how much larger than the file an .npz's members may be
 
 # safetensors dtype name -> the NumPy dtype of its bytes on disk (little-endian)
 _DTYPES = {
@@ -96,10 +109,13 @@ def float32_to_bfloat16(x):
 def atomic_write(path):
     """Open a temporary file beside `path` for binary writing; rename it to `path` on success.
 
-    On any exception the temporary file is removed and `path` is left as it was.
+    On any exception the temporary file is removed and `path` is left as it was. The temporary
+    name holds the process id: the temporaries of earlier saves of `path` whose process is gone
+    (killed before its rename) are removed first.
     """
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    remove_stale_temporaries(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "xb") as f:
             yield f
@@ -109,6 +125,32 @@ def atomic_write(path):
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files that atomic_write left beside `path` in processes that are
+    gone: `.NAME.PID-TOKEN.tmp` with no process PID (on POSIX, where that can be asked)."""
+    if os.name != "posix":
+        return
+    for temporary in path.parent.glob(f".{glob_escape(path.name)}.*-*.tmp"):
+        pid = temporary.name[len(path.name) + 2:].partition("-")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            temporary.unlink(missing_ok=True)
+
+
+def glob_escape(name):
+    """`name` with the characters glob treats specially ([, *, ?) matching only themselves."""
+    return "".join(f"[{c}]" if c in "[*?" else c for c in name)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)     # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True         # it does, as another user's
+    return True
 
 
 def _as_numpy(name, value):
@@ -186,6 +228,61 @@ def save_npz(tensors, path):
 
 # ----------------------------------------------------------------------------- reading
 
+_KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+          (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
+
+
+def open_regular(path):
+    """`path` opened for binary reading, or a CheckpointError, before reading a byte, for what
+    is not a regular file: the open of a FIFO would wait for a writer, a device such as
+    /dev/zero would be read without end."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO: no wait
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "special file")
+            raise CheckpointError(path, f"is a {kind}, not a regular file")
+        os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _object_of_unique_keys(pairs):
+    """json's object_pairs_hook: the dict, or _DuplicateKey (json alone keeps the last value)."""
+    counts = collections.Counter(key for key, _ in pairs)
+    twice = [key for key, count in counts.items() if count > 1]
+    if twice:
+        raise _DuplicateKey(twice[0])
+    return dict(pairs)
+
+
+def parse_json(path, data):
+    """JSON text or UTF-8 bytes (of the file `path`) -> its value; a CheckpointError for what is
+    not JSON and for an object that holds a key twice."""
+    try:
+        return json.loads(data, object_pairs_hook=_object_of_unique_keys)
+    except _DuplicateKey as error:
+        raise CheckpointError(path, f"a JSON object holds the key {error.args[0]!r:.100} twice")
+    except (ValueError, RecursionError) as error:   # UnicodeDecodeError is a ValueError
+        raise CheckpointError(path, f"is not valid UTF-8 JSON: {error}") from None
+
+
+def read_json(path, limit=_MAX_JSON_BYTES):
+    """The value of a JSON file (at most `limit` bytes, a regular file, no duplicate keys)."""
+    with open_regular(path) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise CheckpointError(path, f"is {size} bytes, more than the {limit} a JSON file of "
+                                        f"a model directory may have")
+        return parse_json(path, f.read())
+
+
 def read_safetensors_header(path):
     """Read and validate a safetensors header without reading any tensor data.
 
@@ -193,7 +290,7 @@ def read_safetensors_header(path):
     (begin, end)) in file order; metadata is the "__metadata__" dict ({} if absent);
     data_start is the file offset of the byte buffer.
     """
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         file_size = os.fstat(f.fileno()).st_size
         if file_size < 8:
             raise CheckpointError(path, f"file is {file_size} bytes, too short for the 8-byte header length")
@@ -217,7 +314,7 @@ def load_safetensors(path):
     """Read a .safetensors file -> {name: np.ndarray} (BF16 widened to float32)."""
     entries, _, data_start = read_safetensors_header(path)
     tensors = {}
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for name, (dtype, shape, (begin, end)) in entries.items():
             f.seek(data_start + begin)
             raw = np.empty(end - begin, dtype=np.uint8)
@@ -236,10 +333,7 @@ def _decode(stored, dtype):
 
 
 def _parse_header_json(path, header_bytes):
-    try:
-        header = json.loads(header_bytes.decode("utf-8"))
-    except (ValueError, RecursionError) as error:   # UnicodeDecodeError is a ValueError
-        raise CheckpointError(path, f"header is not valid UTF-8 JSON: {error}") from None
+    header = parse_json(path, header_bytes)
     if not isinstance(header, dict):
         raise CheckpointError(path, f"header must be a JSON object, got {type(header).__name__}")
     return header
@@ -303,22 +397,71 @@ def _check_tiling(path, entries, buffer_size):
 def load_npz(path):
     """Read an .npz file -> {name: np.ndarray}; pickled objects are refused.
 
-    Malformed archives raise CheckpointError; the checks are NumPy's and zipfile's, less
-    thorough than the safetensors reader's (a crafted .npy header can ask for a huge array).
+    Each member must be an .npy array, stored or compressed, not encrypted, its name unique; its
+    sizes are checked before anything is allocated (see the module's docstring). Anything else
+    raises CheckpointError.
     """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return {member.removesuffix(".npy"): _read_npy(archive, member)
-                    for member in archive.namelist()}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as error:
-        raise CheckpointError(path, f"not an .npz archive readable without pickle: {error}") from None
+    with open_regular(path) as f:
+        try:
+            with zipfile.ZipFile(f) as archive:
+                members = _npz_members(path, archive, os.fstat(f.fileno()).st_size)
+                return {name: _read_npy(path, archive, info) for name, info in members.items()}
+        except CheckpointError:
+            raise
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error,
+                NotImplementedError) as error:
+            raise CheckpointError(path, f"not an .npz archive readable without pickle: "
+                                        f"{error}") from None
 
 
-def _read_npy(archive, member):
-    with archive.open(member) as f:
-        return np.lib.format.read_array(f, allow_pickle=False)
+def _npz_members(path, archive, file_size):
+    """{array name: ZipInfo} of an archive, each member checked against the file's size."""
+    members = {}
+    for info in archive.infolist():
+        where = f"member {info.filename!r:.100}"
+        if info.flag_bits & 0x1:
+            raise CheckpointError(path, f"{where} is encrypted")
+        if not info.filename.endswith(".npy"):
+            raise CheckpointError(path, f"{where} is not an .npy array")
+        if info.filename[:-4] in members:
+            raise CheckpointError(path, f"{where} appears twice")
+        if info.compress_size > file_size or (info.compress_type == zipfile.ZIP_STORED
+                                              and info.file_size != info.compress_size):
+            raise CheckpointError(path, f"{where} declares {info.compress_size} stored bytes "
+                                        f"for {info.file_size}, in a file of {file_size}")
+        members[info.filename[:-4]] = info
+    expanded = sum(info.file_size for info in members.values())
+    if expanded > _MAX_EXPANSION * file_size:
+        raise CheckpointError(path, f"its members expand to {expanded} bytes, more than "
+                                    f"{_MAX_EXPANSION} times the file's {file_size} (a zip bomb?)")
+    return members
+
+
+_NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _read_npy(path, archive, info):
+    """One .npy member -> a writable array, its header's shape checked against the member's
+    size before the array is allocated."""
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in _NPY_HEADERS:
+            raise CheckpointError(path, f"{info.filename!r}: .npy format version {version} is "
+                                        f"not supported (1.0 and 2.0 are)")
+        shape, fortran_order, dtype = _NPY_HEADERS[version](f)
+        if dtype.hasobject:
+            raise CheckpointError(path, f"{info.filename!r} holds Python objects, which would "
+                                        f"need pickle")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if f.tell() + nbytes != info.file_size:
+            raise CheckpointError(path, f"{info.filename!r}: shape {shape} of {dtype} needs "
+                                        f"{nbytes} bytes but the member holds "
+                                        f"{info.file_size - f.tell()}")
+        array = np.empty(math.prod(shape), dtype=dtype)
+        if f.readinto(array.view(np.uint8)) != nbytes:
+            raise CheckpointError(path, f"{info.filename!r}: member ended early")
+        return array.reshape(shape, order="F" if fortran_order else "C")
 
 
 # ----------------------------------------------------------------------------- reading lazily
@@ -394,8 +537,9 @@ class StoredTensor(LazyArray):
         return np.asarray(self._map(0, self.shape))
 
     def _map(self, skip, shape):
-        return np.memmap(self.path, _STORED_AS[self.stored_dtype], mode="r",
-                         offset=self.offset + skip, shape=shape)
+        with open_regular(self.path) as f:   # (still a regular file: not swapped for a FIFO)
+            return np.memmap(f, _STORED_AS[self.stored_dtype], mode="r",
+                             offset=self.offset + skip, shape=shape)
 
     def _blocks(self):
         """(index, stored values) that cover the tensor: _BLOCK_BYTES of whole rows each."""

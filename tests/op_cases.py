@@ -624,12 +624,13 @@ def _rotary_ours(x, position_ids, theta):
 
 
 def _rotary_theirs(torch, x, position_ids, theta):
-    """transformers' Llama RoPE (rotate_half form), in float64."""
+    """transformers' Llama RoPE (rotate_half form): the angles in float64, cos and sin then cast
+    to x's dtype as LlamaRotaryEmbedding returns them."""
     dim = x.shape[-1]
     inverse_frequency = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
     angles = position_ids[..., None].double() * inverse_frequency
     emb = torch.cat([angles, angles], dim=-1)
-    cos, sin = emb.cos(), emb.sin()
+    cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
     if x.ndim == 4:
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     rotated = torch.cat([-x[..., dim // 2:], x[..., :dim // 2]], dim=-1)

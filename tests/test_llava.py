@@ -177,7 +177,8 @@ def from_transformers(theirs):
                                               for name, t in theirs.state_dict().items()
                                               if not (tied and name == "lm_head.weight")})
     assert not unknown
-    model = LlavaForConditionalGeneration(llava_config(theirs.config.to_dict())).double()
+    model = LlavaForConditionalGeneration(llava_config(theirs.config.to_dict(),
+                                                       theirs.state_dict())).double()
     model.load_state_dict({name: np.asarray(values) for name, values in state.items()})
     return model.eval()
 

@@ -354,3 +354,15 @@ def test_constant_inits_and_gain():
             torch.nn.init.calculate_gain(nonlinearity, param))
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         nn.init.xavier_uniform_(mv.empty(5))
+
+
+@pytest.mark.parametrize("init_name", ["kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                                       "xavier_normal_"])
+def test_fan_scaled_inits_leave_a_tensor_of_no_elements_as_torch(init_name):
+    """Their fan is 0: torch returns the tensor untouched (a no-op) instead of dividing by 0."""
+    ours = getattr(nn.init, init_name)(mv.zeros(3, 0))
+    assert ours.shape == (3, 0)
+    assert tuple(getattr(torch.nn.init, init_name)(torch.zeros(3, 0)).shape) == (3, 0)
+    layer = nn.Linear(0, 3)
+    assert layer.weight.shape == (3, 0)
+    np.testing.assert_array_equal(layer.bias.numpy(), torch.nn.Linear(0, 3).bias.detach())

@@ -234,7 +234,7 @@ def test_small_resnet_learns_a_toy_task():
     model = small_resnet(num_classes=2, width=4)
     rng = np.random.default_rng(0)
     labels = np.arange(8) % 2
-    images = rng.standard_normal((8, 3, 16, 16)).astype("float32") + labels[:, None, None, None]
+    images = (rng.standard_normal((8, 3, 16, 16)) + labels[:, None, None, None]).astype("float32")
     optimizer = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     losses = []
     for _ in range(6):

@@ -10,7 +10,8 @@ from .. import backend
 from ..autograd import Function, Tensor, unbroadcast
 from ..backend import xp_of
 from . import cpu
-from .layers import softmax_grad_along
+from .dtypes import check_floating, check_same_dtype, half_in_float32
+from .layers import row_max, softmax_grad_along
 
 
 class ScaledDotProductAttention(Function):
@@ -18,7 +19,9 @@ class ScaledDotProductAttention(Function):
     block's scores stay in cache. Keeps q, k, v, the mask, each query's log-sum-exp (and the
     dropout mask): backward recomputes the attention probabilities block by block, as
     FlashAttention does, rather than keeping the (..., L, S) matrix. Rows whose every key is
-    masked give zeros."""
+    masked give zeros; rows whose largest scores overflowed to +inf share their probability
+    evenly among those keys (the softmax's limit, which float64 reaches where one score is the
+    largest), the gradient of their scores 0. (torch gives NaN for these rows.)"""
 
     def forward(self, q, k, v, attn_mask=None, is_causal=False, scale=None, dropout_p=0.0):
         xp = xp_of(q)
@@ -47,9 +50,11 @@ class ScaledDotProductAttention(Function):
         inputs = (self.q, self.k, self.v) + ((self.mask,) if with_mask else ())
         grads = [xp_of(g).zeros(a.shape, dtype=g.dtype) for a in inputs]
         for block in self._blocks():
-            p = self._scores(block)  # exp(scores − log-sum-exp) = the probabilities again
-            p -= self.lse[block]
+            p, lse = self._scores(block), self.lse[block]
+            top = overflowed(p, lse)
+            p -= lse  # exp(scores − log-sum-exp) = the probabilities again
             xp_of(p).exp(p, out=p)
+            p = even_share(p, top)
             p_used = p if self.drop is None else p * self.drop[block]
             gv = p_used.swapaxes(-1, -2) @ g[block]
             gp = g[block] @ self._part(self.v, block).swapaxes(-1, -2)
@@ -57,6 +62,8 @@ class ScaledDotProductAttention(Function):
                 gp *= self.drop[block]
             # the gradient of the scores (and of a float mask)
             ge = cpu.kernel_for(softmax_grad_along, gp)(gp, p, -1)[0]
+            if top is not None:  # where scores overflowed, the softmax's limit is constant
+                ge *= xp_of(lse).isfinite(lse)
             gq = ge @ self._part(self.k, block)
             gq *= self.scale
             gk = ge.swapaxes(-1, -2) @ self._part(self.q, block)
@@ -75,7 +82,7 @@ class ScaledDotProductAttention(Function):
             item = math.prod(self.scores_shape[d + 1:])
             if item <= cpu.BLOCK or d == len(self.batch) - 1:
                 break
-        step = max(1, cpu.BLOCK // item)
+        step = max(1, cpu.BLOCK // max(1, item))
         outer = itertools.product(*(range(n) for n in self.batch[:d]))
         return [tuple(slice(i, i + 1) for i in index) + (slice(start, start + step),)
                 for index in outer for start in range(0, self.batch[d], step)]
@@ -106,16 +113,35 @@ class ScaledDotProductAttention(Function):
 
 def attention_softmax(e):
     """Softmax of scores e over the last axis, in place, and its log-sum-exp per row. A row
-    whose every score is −inf (all keys masked) gives zeros, and a log-sum-exp of +inf."""
+    whose every score is −inf (all keys masked) gives zeros, and a log-sum-exp of +inf; so does
+    a row whose largest scores are +inf, its probability shared evenly among them."""
     xp = xp_of(e)
-    row_max = e.max(axis=-1, keepdims=True)
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0)
-    e -= row_max
+    maxima = row_max(e, -1)
+    top = overflowed(e, maxima)
+    maxima = xp.where(xp.isfinite(maxima), maxima, 0)
+    e -= maxima
     xp.exp(e, out=e)
     total = e.sum(axis=-1, keepdims=True)
     some = total > 0
     e /= xp.where(some, total, 1)
-    return e, xp.where(some, row_max + xp.log(xp.where(some, total, 1)), xp.inf)
+    return even_share(e, top), xp.where(some, maxima + xp.log(xp.where(some, total, 1)), xp.inf)
+
+
+def overflowed(e, bound):
+    """Where e is +inf in the rows whose `bound` (row maximum or log-sum-exp, (..., 1)) is +inf:
+    a boolean array like e, or None when no row overflowed."""
+    rows = bound == math.inf
+    return (e == math.inf) & rows if rows.any() else None
+
+
+def even_share(p, top):
+    """p, with each row that has +inf scores (top True) sharing its probability evenly among
+    them: the limit of the softmax as those scores grow together."""
+    if top is None:
+        return p
+    count = top.sum(axis=-1, keepdims=True).astype(p.dtype)
+    xp = xp_of(p)
+    return xp.where(count > 0, top.astype(p.dtype) / xp.maximum(count, 1), p)
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
@@ -132,12 +158,14 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
     kwargs = dict(is_causal=is_causal, scale=scale, dropout_p=dropout_p)
     if enable_gqa and q.ndim >= 3 and q.shape[-3] != k.shape[-3]:
         return grouped_query_attention(q, k, v, attn_mask, **kwargs)
-    if attn_mask is None:
-        return ScaledDotProductAttention.apply(q, k, v, **kwargs)
-    mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(attn_mask)
-    if mask.dtype == bool:
-        return ScaledDotProductAttention.apply(q, k, v, attn_mask=mask.array, **kwargs)
-    return ScaledDotProductAttention.apply(q, k, v, mask, **kwargs)
+    mask = attn_mask if attn_mask is None or isinstance(attn_mask, Tensor) else Tensor(attn_mask)
+    check_floating("scaled_dot_product_attention", q)
+    float_mask = None if mask is None or mask.dtype == bool else mask
+    check_same_dtype("scaled_dot_product_attention", q=q, k=k, v=v, attn_mask=float_mask)
+    if float_mask is None:
+        kwargs["attn_mask"] = None if mask is None else mask.array
+    inputs = (q, k, v) if float_mask is None else (q, k, v, float_mask)
+    return half_in_float32(ScaledDotProductAttention.apply, *inputs, **kwargs)
 
 
 def grouped_query_attention(q, k, v, attn_mask=None, **kwargs):
@@ -200,6 +228,7 @@ def rotary_cos_sin(position_ids, dim, theta=10000.0, dtype="float32"):
 def apply_rotary_pos_emb(x, cos, sin):
     """x (..., T, D) with each position's pairs turned by its angles (cos, sin from
     rotary_cos_sin, broadcastable to x) -> the shape of x."""
+    check_floating("apply_rotary_pos_emb", x)
     if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] or sin.shape != cos.shape:
         raise ValueError(f"apply_rotary_pos_emb: x {tuple(x.shape)} needs an even last dim, "
                          f"and cos {tuple(cos.shape)} and sin {tuple(sin.shape)} of that width")

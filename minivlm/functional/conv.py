@@ -9,6 +9,7 @@ import numbers
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import xp_of
+from .dtypes import check_floating, check_same_dtype, half_in_float32
 from .tensor_ops import squeeze, unsqueeze
 
 
@@ -144,6 +145,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
                          f"got shape {tuple(weight.shape)}")
     _check_channels(x, weight, bias, groups, "conv2d")
     _check_windows_fit(x, weight.shape[2:], padding, "conv2d")
+    check_same_dtype("conv2d", input=x, weight=weight, bias=bias)
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*tensors, stride=stride, padding=padding, groups=groups)
 
@@ -188,6 +190,7 @@ def _single(value, name):
 def _pool_args(x, kernel_size, stride, padding, op):
     """(kernel, stride, padding) pairs; stride defaults to the kernel size, as in torch."""
     _check_image(x, op)
+    check_floating(op, x)
     kernel = as_pair(kernel_size, f"{op} kernel_size")
     stride = kernel if stride is None else as_pair(stride, f"{op} stride")
     padding = as_pair(padding, f"{op} padding")
@@ -270,6 +273,7 @@ def adaptive_avg_pool2d(x, output_size):
     """x (N, C, H, W) -> (N, C, *output_size); an int means a square output, None keeps that
     dimension of the input, as in torch."""
     _check_image(x, "adaptive_avg_pool2d")
+    check_floating("adaptive_avg_pool2d", x)
     size = (None, None) if output_size is None else \
         as_pair(output_size, "adaptive_avg_pool2d output_size")
     size = tuple(n if s is None else s for s, n in zip(size, x.shape[-2:]))
@@ -337,9 +341,13 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: evaluation (training=False) needs running_mean and "
                          "running_var")
+    check_floating("batch_norm", x)
+    check_same_dtype("batch_norm", input=x, weight=weight, bias=bias, running_mean=running_mean,
+                     running_var=running_var)
     xp = xp_of(x.array)
     weight = weight if weight is not None else Tensor(xp.ones(c, dtype=x.dtype))
     bias = bias if bias is not None else Tensor(xp.zeros(c, dtype=x.dtype))
-    return BatchNorm.apply(x, weight, bias, training=training, momentum=momentum, eps=eps,
+    return half_in_float32(BatchNorm.apply, x, weight, bias, training=training,
+                           momentum=momentum, eps=eps,
                            running_mean=None if running_mean is None else running_mean.array,
                            running_var=None if running_var is None else running_var.array)

@@ -21,7 +21,7 @@ FEW_ROWS = 16    # a linear layer of at most this many rows multiplies as (W xáµ
 
 def as_rows(a):
     """a as a 2-d array of rows along its last dim (a 0-d array as one row of one)."""
-    return a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1)
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) if a.ndim else a.reshape(1, 1)
 
 
 def by_blocks(compute, arrays, *shared):
@@ -30,7 +30,7 @@ def by_blocks(compute, arrays, *shared):
     into one array with a row per input row, or a per-block partial result of one row (a partial
     sum), gathered into one array with a row per block."""
     first = arrays[0]
-    step = max(1, BLOCK // first.shape[-1])
+    step = max(1, BLOCK // max(1, first.shape[-1]))
     if backend.is_cupy_array(first) or len(first) <= step:
         return kernel_for(compute, first)(*arrays, *shared)
     starts = range(0, len(first), step)

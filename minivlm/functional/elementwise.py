@@ -1,32 +1,15 @@
 """Elementwise ops: arithmetic with broadcasting, the unary ops and the activations.
 
-The binary ops lift a Python number or array operand to a constant Tensor (`lift`,
-`as_operands`), in the tensor's dtype for numbers. GELU, QuickGELU and SiLU keep only x and
-recompute the rest in backward; on the CPU they run block by block (cpu.by_blocks).
+The binary ops take Tensors, arrays and Python numbers, all brought to their result_type
+(dtypes.py). GELU, QuickGELU and SiLU keep only x and recompute the rest in backward; on the CPU
+they run block by block (cpu.by_blocks).
 """
 import math
-import numbers
 
-from ..autograd import Function, Tensor, unbroadcast
+from ..autograd import Function, unbroadcast
 from ..backend import xp_of
 from .cpu import as_rows, by_blocks, gaussian, normal_cdf, scaled_sigmoid
-
-
-def lift(x, like):
-    """A non-Tensor operand (Python number or array) as a constant Tensor of `like`'s kind."""
-    if isinstance(x, Tensor):
-        return x
-    xp = xp_of(like.array)
-    if isinstance(x, numbers.Number) and like.dtype.kind == "f":
-        return Tensor(xp.asarray(x, dtype=like.dtype))
-    return Tensor(xp.asarray(x))
-
-
-def as_operands(a, b):
-    """The operands of a binary op as two Tensors, a number or array lifted to the other's kind."""
-    if not isinstance(a, Tensor):
-        a = lift(a, b)
-    return a, lift(b, a)
+from .dtypes import as_tensor, check_floating, floating, half_in_float32, promoted, result_type
 
 
 def _check_broadcast(a, b, op):
@@ -94,17 +77,19 @@ class Pow(Function):
         return self.out
 
     def backward(self, g):
+        """torch's values where a is 0: x⁰ is flat in x, and 0^b (b ≥ 0) flat in b."""
         ga, gb = self.needs_input_grad
-        a, b = self.a, self.b
-        return (unbroadcast(g * b * a ** (b - 1), a.shape) if ga else None,
-                unbroadcast(g * self.out * xp_of(a).log(a), b.shape) if gb else None)
+        a, b, xp = self.a, self.b, xp_of(g)
+        return (unbroadcast(g * xp.where(b == 0, 0, b * a ** (b - 1)), a.shape) if ga else None,
+                unbroadcast(g * xp.where((a == 0) & (b >= 0), 0, self.out * xp.log(a)), b.shape)
+                if gb else None)
 
 
-def add(a, b): return Add.apply(*as_operands(a, b))
-def sub(a, b): return Sub.apply(*as_operands(a, b))
-def mul(a, b): return Mul.apply(*as_operands(a, b))
-def div(a, b): return Div.apply(*as_operands(a, b))
-def pow(a, b): return Pow.apply(*as_operands(a, b))
+def add(a, b): return Add.apply(*promoted(a, b))
+def sub(a, b): return Sub.apply(*promoted(a, b))
+def mul(a, b): return Mul.apply(*promoted(a, b))
+def div(a, b): return Div.apply(*map(floating, promoted(a, b)))   # int / int: float32
+def pow(a, b): return Pow.apply(*promoted(a, b))
 
 
 # --- unary ops and activations --------------------------------------------------------------------
@@ -291,16 +276,32 @@ class SiLU(SigmoidWeighted):
 
 
 def neg(x): return Neg.apply(x)
-def exp(x): return Exp.apply(x)
-def log(x): return Log.apply(x)
-def sqrt(x): return Sqrt.apply(x)
+def exp(x): return Exp.apply(floating(x))
+def log(x): return Log.apply(floating(x))
+def sqrt(x): return Sqrt.apply(floating(x))
 def abs(x): return Abs.apply(x)
-def tanh(x): return Tanh.apply(x)
-def sin(x): return Sin.apply(x)
-def cos(x): return Cos.apply(x)
-def sigmoid(x): return Sigmoid.apply(x)
+def tanh(x): return Tanh.apply(floating(x))
+def sin(x): return Sin.apply(floating(x))
+def cos(x): return Cos.apply(floating(x))
+def sigmoid(x): return Sigmoid.apply(floating(x))
 def relu(x): return ReLU.apply(x)
-def gelu(x, approximate="none"): return GELU.apply(x, approximate=approximate)
-def quick_gelu(x): return QuickGELU.apply(x)
-def silu(x): return SiLU.apply(x)
-def clamp(x, min=None, max=None): return Clamp.apply(x, min=min, max=max)
+
+
+def gelu(x, approximate="none"):
+    check_floating("gelu", x)
+    return half_in_float32(GELU.apply, x, approximate=approximate)
+
+
+def quick_gelu(x):
+    check_floating("quick_gelu", x)
+    return half_in_float32(QuickGELU.apply, x)
+
+
+def silu(x):
+    check_floating("silu", x)
+    return half_in_float32(SiLU.apply, x)
+
+
+def clamp(x, min=None, max=None):
+    """x limited to [min, max] (either may be None), in result_type(x, min, max) as torch."""
+    return Clamp.apply(as_tensor(x, result_type(x, min, max), x.array), min=min, max=max)

@@ -11,7 +11,7 @@ import collections
 from .. import backend
 from ..autograd import Function, Tensor, unbroadcast
 from ..backend import xp_of
-from .elementwise import lift
+from .dtypes import as_tensor
 
 
 def raw_index(index):
@@ -65,8 +65,9 @@ class SetItem(Function):
 
 
 def setitem(x, index, value):
-    """x with x[index] = value, as a new tensor (see the module docstring)."""
-    return SetItem.apply(x, lift(value, x), index=raw_index(index))
+    """x with x[index] = value, as a new tensor (see the module docstring); value is cast to x's
+    dtype, as torch."""
+    return SetItem.apply(x, as_tensor(value, x.dtype, x.array), index=raw_index(index))
 
 
 class Gather(Function):

@@ -51,6 +51,9 @@ _sum_product = cupy.ReductionKernel(
 _softmax_grad = cupy.ElementwiseKernel(
     "T g, T y, T s", "T dx", "dx = y * (g - s)", "minivlm_softmax_grad")
 
+_sum_deviation = cupy.ReductionKernel(
+    "T x, T m", "T total", "x - m", "a + b", "total = a", "0", "minivlm_sum_deviation")
+
 _sum_square_deviation = cupy.ReductionKernel(
     "T x, T m", "T total", "(x - m) * (x - m)", "a + b", "total = a", "0",
     "minivlm_sum_square_deviation")
@@ -85,7 +88,7 @@ def quick_gelu_grad(x, g):
 
 
 def softmax(x, axis):
-    row_max = x.max(axis=axis, keepdims=True)
+    row_max = layers.row_max(x, axis)
     return (_normalise_exp(x, row_max, _sum_exp(x, row_max, axis=axis, keepdims=True)),)
 
 
@@ -95,19 +98,21 @@ def softmax_grad(g, y, axis):
 
 def attention_softmax(e):
     """As attention.attention_softmax: (probabilities, log-sum-exp per row, +inf for rows
-    whose every score is −inf)."""
-    row_max = e.max(axis=-1, keepdims=True)
+    whose every score is −inf or whose largest scores are +inf, shared evenly among those)."""
+    row_max = layers.row_max(e, -1)
+    top = attention.overflowed(e, row_max)
     row_max = cupy.where(cupy.isfinite(row_max), row_max, 0).astype(e.dtype)
     total = _sum_exp(e, row_max, axis=-1, keepdims=True)
     some = total > 0
     lse = cupy.where(some, row_max + cupy.log(cupy.where(some, total, 1)), cupy.inf)
-    return _normalise_exp(e, row_max, total), lse.astype(e.dtype)
+    return attention.even_share(_normalise_exp(e, row_max, total), top), lse.astype(e.dtype)
 
 
 def layer_norm(x, eps, weight, bias):
     """Rows x (r, D) -> y, and the mean and 1/std (r, 1) of each row."""
     n = x.shape[-1]
     mean = x.mean(axis=-1, keepdims=True)
+    mean += _sum_deviation(x, mean, axis=-1, keepdims=True) / n   # as layers.layer_norm_rows
     variance = _sum_square_deviation(x, mean, axis=-1, keepdims=True) / n
     rstd = (1 / cupy.sqrt(variance + eps)).astype(x.dtype)
     weight, bias = _affine(weight, bias, n, x.dtype)

@@ -12,6 +12,7 @@ from ..autograd import Function, Tensor
 from ..backend import xp_of
 from . import cpu
 from .cpu import along, by_blocks
+from .dtypes import check_floating, check_same_dtype, floating, half_in_float32
 from .elementwise import abs, clamp, div, mul, pow
 from .tensor_ops import permute, reshape, sum
 
@@ -46,6 +47,7 @@ class Linear(Function):
 
 def linear(x, weight, bias=None):
     """x (..., in) @ weight (out, in)ᵀ + bias (out,) -> (..., out)."""
+    check_same_dtype("linear", input=x, weight=weight, bias=bias)
     return Linear.apply(x, weight) if bias is None else Linear.apply(x, weight, bias)
 
 
@@ -61,9 +63,18 @@ class Softmax(Function):
         return along(softmax_grad_along, self.dim, g, self.y)
 
 
+def row_max(x, axis):
+    """The maxima of x along `axis`, kept as a dim of 1; −inf along a dim of size 0 (where
+    max has no identity: the softmax of nothing is nothing, its log-sum-exp −inf)."""
+    if x.shape[axis] == 0:
+        return xp_of(x).full(x.shape[:axis % x.ndim] + (1,) + x.shape[axis % x.ndim + 1:],
+                             -math.inf, dtype=x.dtype)
+    return x.max(axis=axis, keepdims=True)
+
+
 def softmax_along(x, axis):
     """softmax(x) along `axis`."""
-    y = x - x.max(axis=axis, keepdims=True)
+    y = x - row_max(x, axis)
     xp_of(x).exp(y, out=y)
     y /= y.sum(axis=axis, keepdims=True)
     return (y,)
@@ -79,7 +90,7 @@ def softmax_grad_along(g, y, axis):
 class LogSoftmax(Function):
     def forward(self, x, dim):
         self.dim = dim
-        shifted = x - x.max(axis=dim, keepdims=True)
+        shifted = x - row_max(x, dim)
         self.y = shifted - xp_of(x).log(xp_of(x).exp(shifted).sum(axis=dim, keepdims=True))
         return self.y
 
@@ -90,7 +101,7 @@ class LogSoftmax(Function):
 class LogSumExp(Function):
     def forward(self, x, dim, keepdim):
         self.dim, self.keepdim, self.x = dim, keepdim, x
-        m = x.max(axis=dim, keepdims=True)
+        m = row_max(x, dim)
         self.lse = m + xp_of(x).log(xp_of(x).exp(x - m).sum(axis=dim, keepdims=True))
         return self.lse if keepdim else self.lse.squeeze(dim)
 
@@ -101,12 +112,19 @@ class LogSumExp(Function):
 
 def softmax(x, dim=-1, dtype=None):
     """softmax along `dim` (computed in `dtype` when given, as torch)."""
-    return Softmax.apply(x if dtype is None else x.to(dtype), dim=dim)
+    x = x if dtype is None else x.to(dtype)
+    check_floating("softmax", x)
+    return half_in_float32(Softmax.apply, x, dim=dim)
 
 
 def log_softmax(x, dim=-1, dtype=None):
-    return LogSoftmax.apply(x if dtype is None else x.to(dtype), dim=dim)
-def logsumexp(x, dim, keepdim=False): return LogSumExp.apply(x, dim=dim, keepdim=keepdim)
+    x = x if dtype is None else x.to(dtype)
+    check_floating("log_softmax", x)
+    return half_in_float32(LogSoftmax.apply, x, dim=dim)
+
+
+def logsumexp(x, dim, keepdim=False):
+    return half_in_float32(LogSumExp.apply, floating(x), dim=dim, keepdim=keepdim)
 
 
 # --- normalisation ---------------------------------------------------------------------------------
@@ -138,10 +156,15 @@ class LayerNorm(Function):
 
 
 def layer_norm_rows(x, eps, weight, bias):
-    """Rows x (r, D) -> y, and the mean and 1/std (r, 1) of each row."""
+    """Rows x (r, D) -> y, and the mean and 1/std (r, 1) of each row. The mean is taken twice:
+    the mean of x − mean corrects the first one's rounding, which in float32 would otherwise
+    stand as a variance (a constant row of 10000.1 would give |y| up to 0.3, not 0)."""
     xp, n = xp_of(x), x.shape[-1]
     mean = x.sum(axis=-1, keepdims=True) / n
     y = x - mean
+    correction = y.sum(axis=-1, keepdims=True) / n
+    y -= correction
+    mean += correction
     rstd = 1 / xp.sqrt(xp.einsum("ij,ij->i", y, y)[:, None] / n + eps)
     y *= rstd
     if weight is not None:
@@ -172,8 +195,11 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     if tuple(x.shape[x.ndim - len(expected):]) != expected:
         raise ValueError(f"layer_norm: input of shape {tuple(x.shape)} does not end in "
                          f"normalized_shape {expected}")
+    check_floating("layer_norm", x)
+    check_same_dtype("layer_norm", input=x, weight=weight, bias=bias)
     affine = [t for t in (weight, bias) if t is not None]
-    return LayerNorm.apply(x, *affine, n_dims=len(expected), eps=eps, has_weight=weight is not None)
+    return half_in_float32(LayerNorm.apply, x, *affine, n_dims=len(expected), eps=eps,
+                           has_weight=weight is not None)
 
 
 class RMSNorm(Function):
@@ -232,6 +258,8 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     if tuple(x.shape[x.ndim - len(expected):]) != expected:
         raise ValueError(f"rms_norm: input of shape {tuple(x.shape)} does not end in "
                          f"normalized_shape {expected}")
+    check_floating("rms_norm", x)
+    check_same_dtype("rms_norm", input=x, weight=weight)
     eps = float(xp_of(x.array).finfo(x.dtype).eps) if eps is None else eps
     weight = () if weight is None else (weight,)
     return RMSNorm.apply(x, *weight, n_dims=len(expected), eps=eps)
@@ -239,6 +267,11 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
 
 def normalize(x, p=2.0, dim=1, eps=1e-12):
     """x / max(‖x‖_p, eps) along `dim` (L2 by default), as F.normalize."""
+    check_floating("normalize", x)
+    return half_in_float32(_normalize, x, p=p, dim=dim, eps=eps)
+
+
+def _normalize(x, p, dim, eps):
     powered = sum(pow(abs(x) if p % 2 else x, p), dim=dim, keepdim=True)
     # max(‖x‖, eps) clamped before the root, so a zero vector gets a finite gradient (as torch)
     return div(x, pow(clamp(powered, min=eps ** p), 1.0 / p))
@@ -249,7 +282,8 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
 class CrossEntropy(Function):
     """Mean (or summed) −w[y]·log softmax(logits)[y], with class weights w (None: all 1),
     ignore_index and label smoothing ε, as torch: each row's loss is
-    (1 − ε)·(−w[y]·log p[y]) + ε·(−Σ_c w_c·log p_c / C), the mean divides by Σ w[y]."""
+    (1 − ε)·(−w[y]·log p[y]) + ε·(−Σ_c w_c·log p_c / C), the mean divides by Σ w[y]. A logit of
+    −inf is a class of probability 0: its target's loss is inf, any other finite."""
 
     def forward(self, logits, target, weight=None, ignore_index=-100, label_smoothing=0.0,
                 reduction="mean"):
@@ -266,10 +300,12 @@ class CrossEntropy(Function):
         if weight is not None:
             self.row_weight *= weight[safe_target]
         smooth = label_smoothing
-        loss = -(1 - smooth) * self.row_weight * self.logp[xp.arange(n), safe_target]
-        if smooth:
-            w = 1 if weight is None else weight
-            loss -= smooth * self.keep * (w * self.logp).mean(axis=1)
+        picked = -self.logp[xp.arange(n), safe_target]
+        if weight is not None:
+            picked *= weight[safe_target]
+        w = 1 if weight is None else weight
+        uniform = -(w * self.logp).mean(axis=1) if smooth else None   # the loss against 1/C each
+        loss = xp.where(self.keep, _mix(picked, uniform, smooth), 0)   # (not inf·0 = NaN)
         self.target, self.smooth, self.reduction = safe_target, smooth, reduction
         self.count = self.row_weight.sum() if reduction == "mean" else None
         if reduction == "none":
@@ -291,13 +327,26 @@ class CrossEntropy(Function):
         return grad * (scale[:, None] if self.reduction == "none" else scale)
 
 
+def _mix(a, b, weight):
+    """(1 − weight)·a + weight·b, leaving out a term of weight 0 (0·inf would be NaN)."""
+    if weight == 0:
+        return a
+    return b if weight == 1 else (1 - weight) * a + weight * b
+
+
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
                   label_smoothing=0.0):
     """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...), as
     torch's F.cross_entropy: class weights `weight` (C,), ignore_index, label_smoothing."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     target_data = target.array if isinstance(target, Tensor) else target
+    check_floating("cross_entropy", logits)
+    if target_data.dtype.kind not in "iu":
+        raise TypeError(f"cross_entropy: target must hold class indices (integers), got "
+                        f"{target_data.dtype}")
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if tuple(target_data.shape) != expected:
         raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
@@ -308,9 +357,9 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
                          f"match the {logits.shape[1]} classes of logits {tuple(logits.shape)}")
     if logits.ndim > 2:  # classes last, then one row per position
         logits = reshape(permute(logits, 0, *range(2, logits.ndim), 1), -1, logits.shape[1])
-    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), weight=weight_data,
-                              ignore_index=ignore_index, label_smoothing=label_smoothing,
-                              reduction=reduction)
+    loss = half_in_float32(CrossEntropy.apply, logits, target=target_data.reshape(-1),
+                           weight=weight_data, ignore_index=ignore_index,
+                           label_smoothing=label_smoothing, reduction=reduction)
     return reshape(loss, expected) if reduction == "none" else loss
 
 
@@ -335,6 +384,8 @@ class Embedding(Function):
 def embedding(ids, weight, padding_idx=None):
     """Rows of weight (V, D) for integer ids (...) -> (..., D)."""
     ids = ids.array if isinstance(ids, Tensor) else ids
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"embedding: ids must be integers, got {ids.dtype}")
     return Embedding.apply(weight, ids=ids, padding_idx=padding_idx)
 
 

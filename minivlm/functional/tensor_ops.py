@@ -1,5 +1,5 @@
-"""The tensor ops that are not elementwise: the matrix product, reductions, shapes, dtype and
-backend casts, indexing, joining and splitting, padding, and where / masked_fill.
+"""The tensor ops that are not elementwise: the matrix product, reductions, shapes, the backend
+cast, indexing, joining and splitting, padding, and where / masked_fill.
 
 Reductions take torch's `dim` and `keepdim`; max and min over one dim return (values, indices).
 """
@@ -11,7 +11,8 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor, shape_arg, unbroadcast
 from ..backend import xp_of
-from .elementwise import as_operands, lift
+from .dtypes import (as_tensor, as_tensors, check_floating, check_same_dtype, half_in_float32,
+                     promoted)
 from .indexing import getitem
 
 
@@ -39,7 +40,10 @@ class MatMul(Function):
                 unbroadcast(a2.swapaxes(-1, -2) @ g2, b2.shape).reshape(b.shape) if gb else None)
 
 
-def matmul(a, b): return MatMul.apply(*as_operands(a, b))
+def matmul(a, b):
+    a, b = as_tensors(a, b)
+    check_same_dtype("matmul", a=a, b=b)
+    return MatMul.apply(a, b)
 
 
 class Einsum(Function):
@@ -81,6 +85,8 @@ def einsum(equation, *operands):
     if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
         operands = tuple(operands[0])
     subscripts, output = _einsum_letters(equation, [op.ndim for op in operands])
+    check_floating("einsum", *operands)
+    check_same_dtype("einsum", **{f"operand {i}": op for i, op in enumerate(operands)})
     return Einsum.apply(*operands, subscripts=subscripts, output=output)
 
 
@@ -170,16 +176,23 @@ class MaxMin(Function):
 
 
 def sum(x, dim=None, keepdim=False): return Sum.apply(x, dim=dim, keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    check_floating("mean", x)
+    return Mean.apply(x, dim=dim, keepdim=keepdim)
+
+
 def amax(x, dim=None, keepdim=False): return MaxMin.apply(x, dim=dim, keepdim=keepdim)
 def amin(x, dim=None, keepdim=False):
     return MaxMin.apply(x, dim=dim, keepdim=keepdim, largest=False)
-def mean(x, dim=None, keepdim=False): return Mean.apply(x, dim=dim, keepdim=keepdim)
 
 
 def var(x, dim=None, unbiased=True, keepdim=False, correction=None):
     """Variance with Bessel's correction by default, as torch.var."""
     correction = (1 if unbiased else 0) if correction is None else correction
-    return Var.apply(x, dim=dim, correction=correction, keepdim=keepdim)
+    check_floating("var", x)
+    return half_in_float32(Var.apply, x, dim=dim, correction=correction, keepdim=keepdim)
 
 
 MaxResult = collections.namedtuple("MaxResult", ["values", "indices"])
@@ -221,6 +234,7 @@ class Norm(Function):
 
 def norm(x, p="fro", dim=None, keepdim=False):
     """torch.norm: the 2-norm ("fro", 2) of x or along `dim`, or any p-norm (p = inf: max |x|)."""
+    check_floating("norm", x)
     if p in ("fro", 2):
         return Norm.apply(x, dim=dim, keepdim=keepdim)
     from .elementwise import abs, pow
@@ -367,14 +381,6 @@ def meshgrid(*tensors, indexing="ij"):
     return tuple(grids)
 
 
-class Cast(Function):
-    def forward(self, x, dtype):
-        self.dtype = x.dtype
-        return x.astype(dtype)
-
-    def backward(self, g): return g.astype(self.dtype)
-
-
 class ToBackend(Function):
     def forward(self, x, name):
         self.source = backend.name_of(x)
@@ -383,7 +389,6 @@ class ToBackend(Function):
     def backward(self, g): return backend.to_backend(g, self.source)
 
 
-def cast(x, dtype): return Cast.apply(x, dtype=dtype)
 def to_backend(x, name): return ToBackend.apply(x, name=name)
 
 
@@ -405,7 +410,7 @@ class Cat(Function):
         return tuple(xp_of(g).split(g, self.ends[:-1], axis=self.dim))
 
 
-def cat(tensors, dim=0): return Cat.apply(*tensors, dim=dim)
+def cat(tensors, dim=0): return Cat.apply(*promoted(*tensors), dim=dim)
 
 
 concatenate = cat
@@ -494,11 +499,11 @@ class Where(Function):
 
 def where(condition, a, b):
     """a where condition else b (condition: a bool Tensor or array; no gradient)."""
-    a, b = as_operands(a, b)
+    a, b = promoted(a, b)
     condition = condition.array if isinstance(condition, Tensor) else condition
     return Where.apply(a, b, condition=condition)
 
 
 def masked_fill(x, mask, value):
     """x with `value` wherever the boolean mask (broadcast to x) is True."""
-    return where(mask, lift(value, x), x)
+    return where(mask, as_tensor(value, x.dtype, x.array), x)

@@ -40,6 +40,15 @@ def _skipped_under_no_init(fill):
     return fill_unless_no_init
 
 
+def _empty_is_left_alone(fill):
+    """`fill` (tensor, ...) -> tensor, made to return a tensor of no elements untouched (torch's
+    no-op: its fan is 0, so the fan-scaled inits would divide by 0)."""
+    @functools.wraps(fill)
+    def fill_unless_empty(tensor, *args, **kwargs):
+        return tensor if 0 in tensor.shape else fill(tensor, *args, **kwargs)
+    return fill_unless_empty
+
+
 def _fill(tensor, values):
     tensor.array[...] = values
     return tensor
@@ -131,6 +140,7 @@ def _fan(tensor, mode):
     return fan_in if mode == "fan_in" else fan_out
 
 
+@_empty_is_left_alone
 def xavier_uniform_(tensor, gain=1.0):
     """U(-bound, bound) with std = gain·√(2 / (fan_in + fan_out)) (Glorot & Bengio, 2010)."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
@@ -138,12 +148,14 @@ def xavier_uniform_(tensor, gain=1.0):
     return uniform_(tensor, -bound, bound)
 
 
+@_empty_is_left_alone
 def xavier_normal_(tensor, gain=1.0):
     """N(0, std²) with std = gain·√(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _calculate_fan_in_and_fan_out(tensor)
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)))
 
 
+@_empty_is_left_alone
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """U(-bound, bound) with std = gain / √fan (He et al., 2015). With a=√5 this is the default
     init of torch's Linear and Conv weights: bound = 1/√fan_in."""
@@ -152,6 +164,7 @@ def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     return uniform_(tensor, -bound, bound)
 
 
+@_empty_is_left_alone
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu"):
     """N(0, std²) with std = gain / √fan."""
     return normal_(tensor, 0.0, calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode)))

@@ -32,7 +32,7 @@ class Linear(Module):
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # = U(±1/√in_features)
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0  # (torch's)
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x):

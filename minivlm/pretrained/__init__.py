@@ -19,7 +19,7 @@ that memory peaks at the model's size; with mmap=True the tensors stored in the 
 stay read-only maps of the file, read as they are used.
 """
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .. import io
 from . import clip, llama, llava, lm, vision
@@ -32,13 +32,10 @@ ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITEC
 def read_config(directory):
     """config.json of a model directory, as a dict."""
     path = Path(directory) / "config.json"
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{directory} holds no config.json (a model directory needs "
                                 f"config.json and model.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise io.CheckpointError(path, f"is not valid JSON: {error}") from None
+    config = io.read_json(path)
     if not isinstance(config, dict):
         raise io.CheckpointError(path, f"must hold a JSON object, not {type(config).__name__}")
     return config
@@ -46,36 +43,44 @@ def read_config(directory):
 
 def read_checkpoint(directory):
     """{name: io.StoredTensor} (nothing read yet) of model.safetensors, or of the shards its
-    index lists, shard after shard."""
+    index lists (read_shards)."""
     directory = Path(directory)
     single, index = directory / "model.safetensors", directory / "model.safetensors.index.json"
-    if single.is_file():
+    if single.exists():
         return io.open_safetensors(single)
-    if index.is_file():
-        checkpoint = {}
-        for shard in _shards(index):
-            tensors = io.open_safetensors(directory / shard)
-            repeated = sorted(tensors.keys() & checkpoint.keys())
-            if repeated:
-                raise io.CheckpointError(directory / shard, f"holds tensors another shard holds "
-                                                            f"too: {', '.join(repeated)}")
-            checkpoint.update(tensors)
-        return checkpoint
+    if index.exists():
+        return read_shards(directory, index)
     found = ", ".join(sorted(p.name for p in directory.iterdir())) or "nothing"
     raise FileNotFoundError(f"{directory} holds no model.safetensors (found: {found}); "
                             f"minivlm reads safetensors only, never pickled .bin files")
 
 
-def _shards(index):
-    """The shard file names of a model.safetensors.index.json, each once, in order."""
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return sorted(set(weight_map.values()))
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            AttributeError) as error:
-        raise io.CheckpointError(index, f"is not a shard index with a weight_map of tensor "
-                                        f"names to files ({type(error).__name__}: {error})"
-                                 ) from None
+def read_shards(directory, index):
+    """{name: io.StoredTensor} of the shards `index` lists: each tensor in one shard, the one the
+    index places it in, and every tensor the index lists held by a shard."""
+    weight_map = read_weight_map(index)
+    shards = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (directory / shard).exists():
+            raise io.CheckpointError(index, f"lists the shard {shard!r:.100}, which "
+                                            f"{directory} does not hold")
+        shards[shard] = io.open_safetensors(directory / shard)
+    checkpoint = {}
+    for shard, tensors in shards.items():
+        repeated = sorted(tensors.keys() & checkpoint.keys())
+        if repeated:
+            raise io.CheckpointError(directory / shard, f"holds tensors another shard holds "
+                                                        f"too: {', '.join(repeated)}")
+        checkpoint.update(tensors)
+    for shard, tensors in shards.items():
+        misplaced = [name for name in tensors if weight_map.get(name) != shard]
+        if misplaced:
+            raise io.CheckpointError(directory / shard, f"holds {misplaced[0]!r:.100}, which "
+                                     f"{index.name} places in {weight_map.get(misplaced[0])}")
+    missing = sorted(weight_map.keys() - checkpoint.keys())
+    if missing:
+        raise io.CheckpointError(index, f"lists tensors that no shard holds: {', '.join(missing)}")
+    return checkpoint
 
 
 def write_preprocessor_config(directory, image_size, normalize):
@@ -96,14 +101,39 @@ def normalizes_images(directory):
     """Whether the model of `directory` reads CLIP-normalised pixels: its
     preprocessor_config.json's do_normalize (true without one, as Hugging Face's CLIPs)."""
     path = Path(directory) / "preprocessor_config.json"
-    return json.loads(path.read_text()).get("do_normalize", True) if path.is_file() else True
+    config = io.read_json(path) if path.is_file() else {}
+    if not isinstance(config, dict) or not isinstance(config.get("do_normalize", True), bool):
+        raise io.CheckpointError(path, "is not a preprocessor config whose do_normalize is true "
+                                       "or false")
+    return config.get("do_normalize", True)
 
 
-def architecture_of(config_json, where):
+def read_weight_map(index):
+    """The weight_map {tensor name: shard file} of a model.safetensors.index.json, each shard a
+    relative path that stays in the model directory (no absolute path, no ..: a hostile index
+    would read other files). (A shard may be a symbolic link, as the Hugging Face cache makes
+    them.)"""
+    weight_map = io.read_json(index)
+    weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str)
+                                                   for v in weight_map.values()):
+        raise io.CheckpointError(index, "is not a shard index with a weight_map of tensor names "
+                                        "to files")
+    for shard in set(weight_map.values()):
+        parts = PurePosixPath(shard).parts
+        if not parts or PurePosixPath(shard).is_absolute() or PureWindowsPath(shard).anchor \
+                or ".." in parts or "\\" in shard:
+            raise io.CheckpointError(index, f"shard {shard!r:.100} is not a file name inside "
+                                            f"the model directory")
+    return weight_map
+
+
+def architecture_of(config_json, path):
+    """The Architecture of config.json's model_type (the file at `path`)."""
     model_type = config_json.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise ValueError(f"{where}: model_type {model_type!r} is not supported; supported: "
-                         f"{', '.join(sorted(ARCHITECTURES))}")
+    if not isinstance(model_type, str) or model_type not in ARCHITECTURES:
+        raise io.CheckpointError(path, f"model_type {model_type!r:.100} is not supported; "
+                                       f"supported: {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[model_type]
 
 
@@ -117,14 +147,28 @@ def load_pretrained(directory, dtype="float32", mmap=False):
         raise FileNotFoundError(f"{directory} is not a directory (a model directory holds "
                                 f"config.json and model.safetensors)")
     config_json = read_config(directory)
-    architecture = architecture_of(config_json, directory)
+    architecture = architecture_of(config_json, directory / "config.json")
     checkpoint = read_checkpoint(directory)
     state, unknown = architecture.to_minivlm(checkpoint)
-    config = architecture.config_from_json(config_json, checkpoint)
-    model = empty_model(lambda: architecture.build_model(config), dtype)
+    model = build_from_config(architecture, config_json, checkpoint, directory / "config.json",
+                              dtype)
     check_compatible(model, state, unknown, architecture.checkpoint_name, directory)
     load_state(model, state, mmap)
     return model.eval()
+
+
+def build_from_config(architecture, config_json, checkpoint, path, dtype):
+    """The model config.json (at `path`) describes, in `dtype`, not initialised (names.empty_model:
+    the checkpoint will fill it, and NumPy has not touched its memory until then, so a config
+    whose model does not fit the checkpoint costs no memory). A bad value raises one
+    CheckpointError naming the field."""
+    try:
+        config = architecture.config_from_json(config_json, checkpoint)
+        return empty_model(lambda: architecture.build_model(config), dtype)
+    except ValueError as error:   # fields.ConfigError, or the model's own checks
+        raise io.CheckpointError(path, str(error)) from None
+    except MemoryError:
+        raise io.CheckpointError(path, "describes a model larger than the memory") from None
 
 
 def load_clip(path, dtype="float32", config=None, mmap=False):

@@ -30,7 +30,8 @@ from pathlib import Path
 from .. import io
 from ..backend import xp_of
 from ..models.clip import CLIP, CLIPConfig, CLIPVisionConfig
-from ..models.text import CLIPTextConfig
+from ..models.text import TEXT_ENCODERS, CLIPTextConfig
+from .fields import ConfigError, Fields
 from .names import (Architecture, check_compatible, empty_model, load_state,
                     rename_leading, translate)
 
@@ -161,46 +162,51 @@ def unprepare_hf(checkpoint):
 
 # --- configs -----------------------------------------------------------------------------------
 
-def config_from_json(hf_config, checkpoint=None):
-    """A CLIPConfig from a Hugging Face CLIP config.json (a dict). Entries it leaves out take
-    transformers' defaults; text_config_dict / vision_config_dict override text_config /
-    vision_config, as in transformers. text_config's "encoder" is minivlm's own entry: "cbow"
-    for CLIPTextConfig(encoder="cbow"); without it the text encoder is the Transformer, as in
-    every Hugging Face CLIP. (`checkpoint` is unused: Architecture.config_from_json's
-    signature.)"""
+def config_from_json(hf_config, checkpoint=()):
+    """A CLIPConfig from a Hugging Face CLIP config.json (a dict), each field checked (fields.py).
+    Entries it leaves out take transformers' defaults; text_config_dict / vision_config_dict
+    override text_config / vision_config, as in transformers. text_config's "encoder" is
+    minivlm's own entry: "cbow" for CLIPTextConfig(encoder="cbow"); without it the text encoder
+    is the Transformer, as in every Hugging Face CLIP."""
+    fields = Fields(hf_config, checkpoint)
     if hf_config.get("model_type") != "clip":
-        raise ValueError(f"expected a Hugging Face config with model_type 'clip', got "
-                         f"{hf_config.get('model_type')!r}")
-    text = {**HF_TEXT_DEFAULTS, **(hf_config.get("text_config") or {}),
-            **(hf_config.get("text_config_dict") or {})}
-    eos_token_id = text["eos_token_id"]
+        raise ConfigError(f"expected a Hugging Face config with model_type 'clip', got "
+                          f"{hf_config.get('model_type')!r:.100}")
+    text = fields.section("text_config", "text_config_dict", defaults=HF_TEXT_DEFAULTS)
+    eos_token_id = text.optional_integer("eos_token_id")
     return CLIPConfig(
-        embed_dim=hf_config.get("projection_dim", 512),
-        vision=vision_config_from_json({**(hf_config.get("vision_config") or {}),
-                                        **(hf_config.get("vision_config_dict") or {})}),
-        text=CLIPTextConfig(context_length=text["max_position_embeddings"],
-                            vocab_size=text["vocab_size"], width=text["hidden_size"],
-                            layers=text["num_hidden_layers"], heads=text["num_attention_heads"],
-                            mlp_width=text["intermediate_size"], activation=text["hidden_act"],
-                            layer_norm_eps=text["layer_norm_eps"],
+        embed_dim=fields.integer("projection_dim", 512),
+        vision=vision_config(fields.section("vision_config", "vision_config_dict",
+                                            defaults=HF_VISION_DEFAULTS)),
+        text=CLIPTextConfig(context_length=text.integer("max_position_embeddings"),
+                            vocab_size=text.integer("vocab_size"),
+                            width=text.integer("hidden_size"),
+                            layers=text.layers("num_hidden_layers"),
+                            heads=text.integer("num_attention_heads"),
+                            mlp_width=text.integer("intermediate_size"),
+                            activation=text.string("hidden_act"),
+                            layer_norm_eps=text.number("layer_norm_eps"),
                             eos_token_id=None if eos_token_id == HF_LEGACY_EOS_TOKEN_ID
                             else eos_token_id,
-                            encoder=text.get("encoder", "transformer")))
+                            encoder=text.choice("encoder", "transformer", tuple(TEXT_ENCODERS))))
 
 
-def vision_config_from_json(vision):
-    """The CLIPVisionConfig of a Hugging Face CLIPVisionConfig dict (CLIPModel's vision_config, a
-    VLM's vision tower); entries it leaves out take transformers' defaults."""
-    vision = {**HF_VISION_DEFAULTS, **vision}
-    if vision["num_channels"] != 3:
-        raise ValueError(f"CLIP images have 3 channels; this config has num_channels="
-                         f"{vision['num_channels']}")
-    return CLIPVisionConfig(image_resolution=vision["image_size"],
-                            layers=vision["num_hidden_layers"], width=vision["hidden_size"],
-                            patch_size=vision["patch_size"], heads=vision["num_attention_heads"],
-                            mlp_width=vision["intermediate_size"],
-                            activation=vision["hidden_act"],
-                            layer_norm_eps=vision["layer_norm_eps"])
+def vision_config(vision):
+    """The CLIPVisionConfig of a Hugging Face CLIPVisionConfig's Fields (CLIPModel's
+    vision_config, a VLM's vision tower), each field checked."""
+    if vision.integer("num_channels") != 3:
+        raise ConfigError(f"CLIP images have 3 channels; this config has num_channels="
+                          f"{vision.values['num_channels']}")
+    image_size, patch_size = vision.integer("image_size"), vision.integer("patch_size")
+    if image_size % patch_size:
+        raise ConfigError(f"{vision.prefix}image_size {image_size} is not a multiple of "
+                          f"{vision.prefix}patch_size {patch_size}")
+    return CLIPVisionConfig(image_resolution=image_size, layers=vision.layers("num_hidden_layers"),
+                            width=vision.integer("hidden_size"), patch_size=patch_size,
+                            heads=vision.integer("num_attention_heads"),
+                            mlp_width=vision.integer("intermediate_size"),
+                            activation=vision.string("hidden_act"),
+                            layer_norm_eps=vision.number("layer_norm_eps"))
 
 
 def vision_config_to_json(vision):
@@ -244,40 +250,55 @@ def config_from_openai(checkpoint, metadata=None):
     heads; OpenAI's rule is width // 64 (text and ViT) and 32·width // 64 (ResNet). OpenAI's
     models use QuickGELU, layer norm eps 1e-5 and read the text feature at argmax(ids)."""
     if metadata and CONFIG_METADATA_KEY in metadata:
-        return CLIPConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
-    width = _shape(checkpoint, "ln_final.weight")[0]
-    text = CLIPTextConfig(context_length=_shape(checkpoint, "positional_embedding")[0],
-                          vocab_size=_shape(checkpoint, "token_embedding.weight")[0],
+        return _config_from_metadata(metadata[CONFIG_METADATA_KEY], checkpoint)
+    width = _shape(checkpoint, "ln_final.weight", 1)[0]
+    text = CLIPTextConfig(context_length=_shape(checkpoint, "positional_embedding", 2)[0],
+                          vocab_size=_shape(checkpoint, "token_embedding.weight", 2)[0],
                           width=width, layers=_count_blocks(checkpoint, "transformer.resblocks."),
-                          heads=_openai_heads(width),
-                          mlp_width=_shape(checkpoint, "transformer.resblocks.0.mlp.c_fc.weight")[0])
-    return CLIPConfig(_shape(checkpoint, "text_projection")[1], _vision_from_openai(checkpoint),
+                          heads=_openai_heads(width), mlp_width=_shape(
+                              checkpoint, "transformer.resblocks.0.mlp.c_fc.weight", 2)[0])
+    return CLIPConfig(_shape(checkpoint, "text_projection", 2)[1], _vision_from_openai(checkpoint),
                       text)
+
+
+def _config_from_metadata(text, checkpoint):
+    """The CLIPConfig save_clip wrote as JSON into a file's metadata, each field checked."""
+    fields = Fields(io.parse_json(CONFIG_METADATA_KEY, text), checkpoint)
+    sections = {name: fields.section(name).of(config_class, layers=("layers",))
+                for name, config_class in (("vision", CLIPVisionConfig), ("text", CLIPTextConfig))}
+    return CLIPConfig(embed_dim=fields.integer("embed_dim", 512),
+                      vision=CLIPVisionConfig(**sections["vision"]),
+                      text=CLIPTextConfig(**sections["text"]))
 
 
 def _vision_from_openai(checkpoint):
     if "visual.proj" in checkpoint:  # the Vision Transformer
-        width, _, patch_size, _ = _shape(checkpoint, "visual.conv1.weight")
-        grid = round((_shape(checkpoint, "visual.positional_embedding")[0] - 1) ** 0.5)
-        mlp = _shape(checkpoint, "visual.transformer.resblocks.0.mlp.c_fc.weight")[0]
+        width, _, patch_size, _ = _shape(checkpoint, "visual.conv1.weight", 4)
+        grid = round((_shape(checkpoint, "visual.positional_embedding", 2)[0] - 1) ** 0.5)
+        mlp = _shape(checkpoint, "visual.transformer.resblocks.0.mlp.c_fc.weight", 2)[0]
         return CLIPVisionConfig(image_resolution=patch_size * grid,
                                 layers=_count_blocks(checkpoint, "visual.transformer.resblocks."),
                                 width=width, patch_size=patch_size, heads=_openai_heads(width),
                                 mlp_width=mlp)
-    grid = round((_shape(checkpoint, "visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
-    width = _shape(checkpoint, "visual.layer1.0.conv1.weight")[0]
+    grid = round((_shape(checkpoint, "visual.attnpool.positional_embedding", 2)[0] - 1) ** 0.5)
+    width = _shape(checkpoint, "visual.layer1.0.conv1.weight", 4)[0]
     return CLIPVisionConfig(image_resolution=32 * grid, patch_size=None,
                             layers=tuple(_count_blocks(checkpoint, f"visual.layer{stage}.")
                                      for stage in (1, 2, 3, 4)),
                             width=width, heads=_openai_heads(32 * width))
 
 
-def _shape(checkpoint, name):
+def _shape(checkpoint, name, ndim):
+    """The shape of checkpoint[name], which must have `ndim` dims of at least 1."""
     if name not in checkpoint:
         raise ValueError(f"cannot infer the CLIP config: the checkpoint holds no {name!r} (an "
                          f"OpenAI-named CLIP state dict has token_embedding.weight, "
                          f"transformer.resblocks.*, visual.*, ...)")
-    return checkpoint[name].shape
+    shape = checkpoint[name].shape
+    if len(shape) != ndim or 0 in shape:
+        raise ValueError(f"cannot infer the CLIP config: {name!r} has shape {shape}, not "
+                         f"{ndim} dimensions of at least 1")
+    return shape
 
 
 def _openai_heads(width):

@@ -9,9 +9,8 @@ supported: a rope_scaling (Llama 3.1's, linear, dynamic, YaRN ...) is a clear er
 import dataclasses
 
 from ..models.llama import LlamaConfig, LlamaForCausalLM
+from .fields import ConfigError, Fields
 from .names import Architecture
-
-CONFIG_FIELDS = [f.name for f in dataclasses.fields(LlamaConfig)]
 
 
 def drop_rotary_buffers(checkpoint):
@@ -19,25 +18,28 @@ def drop_rotary_buffers(checkpoint):
             if not name.endswith("rotary_emb.inv_freq")}
 
 
-def rope_theta(config_json):
-    """The rope_theta of a config.json; an error for a RoPE minivlm does not have."""
-    rope = config_json.get("rope_parameters") or {}
-    scaling = config_json.get("rope_scaling")
-    kind = rope.get("rope_type", "default")
+def rope_theta(fields):
+    """The rope_theta of a config.json's Fields; an error for a RoPE minivlm does not have."""
+    rope = fields.section("rope_parameters")
+    scaling = fields.values.get("rope_scaling")
+    kind = rope.values.get("rope_type", "default")
     if scaling is not None or kind != "default":
-        raise ValueError(f"Llama config: only the default RoPE is supported, got "
-                         f"rope_scaling={scaling!r}, rope_type={kind!r}")
-    return rope.get("rope_theta", config_json.get("rope_theta", 10000.0))
+        raise ConfigError(f"Llama config: only the default RoPE is supported, got "
+                          f"rope_scaling={scaling!r:.100}, rope_type={kind!r:.100}")
+    if "rope_theta" in rope.values:
+        return rope.number("rope_theta")
+    return fields.number("rope_theta", 10000.0)
 
 
-def llama_config(config_json, checkpoint=None):
-    """The LlamaConfig of a Hugging Face config.json."""
-    activation = config_json.get("hidden_act", "silu")
+def llama_config(config_json, checkpoint=()):
+    """The LlamaConfig of a Hugging Face config.json, each field checked (fields.py)."""
+    fields = Fields(config_json, checkpoint)
+    activation = fields.values.get("hidden_act", "silu")
     if activation != "silu":
-        raise ValueError(f"Llama config: hidden_act={activation!r} is not supported by minivlm's "
-                         f"LlamaForCausalLM (supported: 'silu')")
-    fields = {name: config_json[name] for name in CONFIG_FIELDS if name in config_json}
-    return LlamaConfig(**{**fields, "rope_theta": rope_theta(config_json)})
+        raise ConfigError(f"Llama config: hidden_act={activation!r:.100} is not supported by "
+                          f"minivlm's LlamaForCausalLM (supported: 'silu')")
+    values = fields.of(LlamaConfig, layers=("num_hidden_layers",))
+    return LlamaConfig(**{**values, "rope_theta": rope_theta(fields)})
 
 
 def llama_json(model):

@@ -23,6 +23,7 @@ from ..models.lm import CausalLM
 from ..models.llama import LlamaForCausalLM
 from ..models.llava import LlavaConfig, LlavaForConditionalGeneration
 from . import clip, llama
+from .fields import Fields
 from .names import Architecture, rename, rename_leading
 
 VISION_PREFIX = "vision_tower."
@@ -85,22 +86,25 @@ def unprepare(checkpoint):
     return {**clip.unprepare_hf(vision), **rest}
 
 
-def llava_config(config_json, checkpoint=None):
+def llava_config(config_json, checkpoint=()):
     """The LlavaConfig of a Hugging Face llava config.json: a CLIP vision model and a Llama
-    text model (others are a clear error); entries it leaves out take transformers' defaults."""
-    vision = config_json.get("vision_config")
-    vision = LLAVA_VISION_DEFAULTS if vision is None else vision
-    text = config_json.get("text_config") or {}
-    for part, found, supported in (("vision_config", vision.get("model_type"),
+    text model (others are a clear error), their fields checked (fields.py); entries it leaves
+    out take transformers' defaults."""
+    fields = Fields(config_json, checkpoint)
+    vision = fields.section("vision_config", defaults={
+        **clip.HF_VISION_DEFAULTS,
+        **(LLAVA_VISION_DEFAULTS if config_json.get("vision_config") is None else {})})
+    text = fields.section("text_config").values
+    for part, found, supported in (("vision_config", vision.values.get("model_type"),
                                     "clip_vision_model"),
                                    ("text_config", text.get("model_type"), "llama")):
         if found not in (None, supported):
             raise ValueError(f"llava config: {part} has model_type {found!r}; minivlm's Llava "
                              f"reads {supported!r} only")
-    text_config = llama.llama_config(text)
+    text_config = llama.llama_config(text, checkpoint)
     text_config.tie_word_embeddings |= bool(config_json.get("tie_word_embeddings", False))
     settings = {name: config_json.get(name, default) for name, default in LLAVA_DEFAULTS.items()}
-    return LlavaConfig(clip.vision_config_from_json(vision), text_config,
+    return LlavaConfig(clip.vision_config(vision), text_config,
                        image_token_id=config_json.get("image_token_id"),
                        image_token_index=config_json.get("image_token_index"),
                        image_seq_length=config_json.get("image_seq_length"), **settings)

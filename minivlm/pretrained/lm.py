@@ -10,6 +10,7 @@ where minivlm's MaskedLM counts from 0: its checkpoints keep minivlm's names.)
 import dataclasses
 
 from ..models.lm import CausalLM, LMConfig, MaskedLM
+from .fields import ConfigError, Fields
 from .names import Architecture
 
 GPT2_NAMES = {
@@ -37,25 +38,28 @@ def transpose_conv1d(checkpoint):
             for name, array in checkpoint.items()}
 
 
-def gpt2_config(config_json, checkpoint=None):
-    """The LMConfig of a Hugging Face GPT-2 config.json; a clear error for what CausalLM lacks."""
+def gpt2_config(config_json, checkpoint=()):
+    """The LMConfig of a Hugging Face GPT-2 config.json, each field checked; a clear error for
+    what CausalLM lacks."""
+    fields = Fields(config_json, checkpoint)
+    width = fields.integer("n_embd")
     unsupported = {
-        "activation_function": (config_json.get("activation_function", "gelu_new"),
+        "activation_function": (fields.string("activation_function", "gelu_new"),
                                 GPT2_ACTIVATIONS),
-        "n_inner": (config_json.get("n_inner"), (None, 4 * config_json["n_embd"])),
-        "layer_norm_epsilon": (config_json.get("layer_norm_epsilon", 1e-5), (1e-5,)),
-        "tie_word_embeddings": (config_json.get("tie_word_embeddings", True), (True,)),
+        "n_inner": (fields.optional_integer("n_inner"), (None, 4 * width)),
+        "layer_norm_epsilon": (fields.number("layer_norm_epsilon", 1e-5), (1e-5,)),
+        "tie_word_embeddings": (fields.boolean("tie_word_embeddings", True), (True,)),
         "scale_attn_by_inverse_layer_idx": (
-            config_json.get("scale_attn_by_inverse_layer_idx", False), (False,)),
+            fields.boolean("scale_attn_by_inverse_layer_idx", False), (False,)),
     }
     for name, (value, supported) in unsupported.items():
         if value not in supported:
-            raise ValueError(f"GPT-2 config: {name}={value!r} is not supported by minivlm's "
-                             f"CausalLM (supported: {', '.join(map(repr, supported))})")
-    return LMConfig("causal", vocab_size=config_json["vocab_size"],
-                    context_length=config_json["n_positions"], width=config_json["n_embd"],
-                    layers=config_json["n_layer"], heads=config_json["n_head"],
-                    dropout=config_json.get("resid_pdrop", 0.0))
+            raise ConfigError(f"{name}={value!r} is not supported by minivlm's CausalLM "
+                              f"(supported: {', '.join(map(repr, supported))})")
+    return LMConfig("causal", vocab_size=fields.integer("vocab_size"),
+                    context_length=fields.integer("n_positions"), width=width,
+                    layers=fields.layers("n_layer"), heads=fields.integer("n_head"),
+                    dropout=fields.number("resid_pdrop", 0.0, maximum=1.0, closed=True))
 
 
 def gpt2_json(model):
@@ -68,9 +72,8 @@ def gpt2_json(model):
             "attn_pdrop": config.dropout, "tie_word_embeddings": True}
 
 
-def masked_lm_config(config_json, checkpoint=None):
-    fields = {f.name for f in dataclasses.fields(LMConfig)}
-    return LMConfig(**{k: v for k, v in config_json.items() if k in fields})
+def masked_lm_config(config_json, checkpoint=()):
+    return LMConfig(**Fields(config_json, checkpoint).of(LMConfig, layers=("layers",)))
 
 
 ARCHITECTURES = [

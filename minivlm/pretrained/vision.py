@@ -10,6 +10,7 @@ import dataclasses
 from ..models.resnet import ResNet
 from ..models.swin import SwinConfig, SwinTransformer, SwinTransformerV2, SwinV2Config
 from ..models.vit import ViT, ViTConfig
+from .fields import MISSING, ConfigError, Fields
 from .names import Architecture
 
 VIT_NAMES = {
@@ -61,13 +62,13 @@ SWINV2_NAMES = {
 }
 
 
-def _config_from_json(config_class, config_json, checkpoint):
-    """config_class filled from the config's entries of the same names (missing: defaults), the
-    classifier's size from its weight."""
-    fields = {f.name for f in dataclasses.fields(config_class)}
+def _config_from_json(config_class, config_json, checkpoint, layers):
+    """config_class filled from the config's entries of the same names (missing: defaults), each
+    checked (fields.py; `layers`: the layer counts), the classifier's size from its weight."""
+    values = Fields(config_json, checkpoint).of(config_class, layers=layers)
     weight = checkpoint.get("classifier.weight")
-    return config_class(**{k: v for k, v in config_json.items() if k in fields},
-                        num_classes=0 if weight is None else weight.shape[0])
+    values["num_classes"] = 0 if weight is None or not weight.ndim else weight.shape[0]
+    return config_class(**values)
 
 
 def _classifier_json(model, model_type, name):
@@ -80,17 +81,29 @@ def _classifier_json(model, model_type, name):
 
 
 def _swin_config(config_class):
-    """config_json, checkpoint -> a config_class (SwinConfig or SwinV2Config)."""
+    """config_json, checkpoint -> a config_class (SwinConfig or SwinV2Config), each field
+    checked."""
     def config_from_json(config_json, checkpoint):
-        if config_json.get("use_absolute_embeddings"):
-            raise ValueError("Swin checkpoints with use_absolute_embeddings=true are not "
-                             "supported")
-        return _config_from_json(config_class, config_json, checkpoint)
+        if Fields(config_json).boolean("use_absolute_embeddings", False):
+            raise ConfigError("Swin checkpoints with use_absolute_embeddings=true are not "
+                              "supported")
+        return _config_from_json(config_class, config_json, checkpoint, layers=("depths",))
     return config_from_json
 
 
+def _resnet_config(config_json, checkpoint):
+    """ResNet's arguments, minivlm's `resnet` entry of config.json, each checked."""
+    resnet = Fields(config_json, checkpoint).section("resnet")
+    return dict(block=resnet.choice("block", MISSING, ("BasicBlock", "Bottleneck")),
+                layers=list(resnet.integers("layers", maximum=resnet.most_layers)),
+                num_classes=resnet.integer("num_classes"), width=resnet.integer("width", 64),
+                small_images=resnet.boolean("small_images", False),
+                in_channels=resnet.integer("in_channels", 3))
+
+
 ARCHITECTURES = [
-    Architecture("vit", ViT, lambda c, ckpt: _config_from_json(ViTConfig, c, ckpt),
+    Architecture("vit", ViT, lambda c, ckpt: _config_from_json(ViTConfig, c, ckpt,
+                                                               layers=("num_hidden_layers",)),
                  lambda model: _classifier_json(model, "vit", "ViT"),
                  names=VIT_NAMES, prefix="vit.", unprefixed=("classifier",)),
     Architecture("swin", SwinTransformer, _swin_config(SwinConfig),
@@ -100,7 +113,7 @@ ARCHITECTURES = [
                  lambda model: _classifier_json(model, "swinv2", "Swinv2"),
                  names=SWINV2_NAMES, prefix="swinv2.", unprefixed=("classifier",)),
     # torchvision's names; Hugging Face's ResNet is another network (its own stem and names)
-    Architecture("minivlm_resnet", ResNet, lambda config_json, _: config_json["resnet"],
+    Architecture("minivlm_resnet", ResNet, _resnet_config,
                  lambda model: {"model_type": "minivlm_resnet", "resnet": model.config},
                  build=ResNet.from_config),
 ]

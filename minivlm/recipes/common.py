@@ -25,8 +25,11 @@ memory) and shows the progress. A run resumes on any number of ranks: each reads
     run.restore(optimizer)                                # the saved moments, when resuming
     fit(model, optimizer, schedule, loss_of_step, run, steps=..., seed=...)
 """
+import contextlib
 import json
 import math
+import signal
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,6 +53,11 @@ class CommandError(Exception):
 
 class UsageError(CommandError):
     """Arguments that cannot work together (exit status 2, as argparse's errors)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`, after the step it came in was finished and saved; the message says
+    how to continue (the command line prints it, exit status 130)."""
 
 
 # --- random streams ---------------------------------------------------------------------------
@@ -78,41 +86,79 @@ def adamw(model, lr, weight_decay, **kwargs):
 def update(loss, optimizer, params, max_grad_norm):
     """One optimizer step on `loss`: gradients (averaged over the ranks of a data-parallel run),
     clipped to norm max_grad_norm, then the update. Returns the loss (its mean over the ranks) as
-    a float; a loss that is not finite stops the run."""
+    a float; a loss or a gradient norm that is not finite stops the run before the parameters
+    change."""
     value = distributed.average(loss.item())
     if not math.isfinite(value):
         raise CommandError(f"the loss is {value}: training diverged (try a smaller --lr)")
     optimizer.zero_grad()
     loss.backward()
     distributed.average_gradients(params)
-    clip_grad_norm_(params, max_grad_norm)
+    norm = clip_grad_norm_(params, max_grad_norm).item()
+    if not math.isfinite(norm):
+        raise CommandError(f"the gradient norm is {norm}: training diverged (try a smaller --lr)")
     optimizer.step()
     return value
+
+
+def check_finite(params, step):
+    """A CommandError when a parameter is not finite after `step` (so no checkpoint keeps it)."""
+    for p in params:
+        if not backend.xp_of(p.array).isfinite(p.array).all():
+            raise CommandError(f"the parameters are not finite after step {step}: training "
+                               f"diverged (try a smaller --lr)")
 
 
 def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm=1.0,
         after_update=None, save_every=250, unit="it", scale=1):
     """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor,
     then `update`, after_update() (e.g. a clamp), the schedule; one metrics line per step and a
-    checkpoint every `save_every` steps and at the end (where the run has a directory). On
-    several ranks: the parameters of rank 0 first, and its progress bar alone."""
+    checkpoint every `save_every` steps and at the end (where the run has a directory). Ctrl-C
+    finishes the step under way, saves it and raises TrainingInterrupted (a second Ctrl-C stops
+    at once). On several ranks: the parameters of rank 0 first, and its progress bar alone."""
     params = list(model.parameters())
     distributed.broadcast_parameters(params)
     model.train()
     bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale,
                    disable=not distributed.is_main())
-    for step in bar:
-        seed_backends(seed, step)
-        lr = optimizer.param_groups[0]["lr"]
-        loss = update(loss_of_step(step), optimizer, params, max_grad_norm)
-        if after_update is not None:
-            after_update()
-        schedule.step()
-        run.log(step + 1, loss=loss, lr=lr)
-        bar.set(loss=loss)
-        if (step + 1) % save_every == 0 or step + 1 == steps:
-            run.checkpoint(model, optimizer)
+    with interrupt_between_steps() as interrupted:
+        for step in bar:
+            seed_backends(seed, step)
+            lr = optimizer.param_groups[0]["lr"]
+            loss = update(loss_of_step(step), optimizer, params, max_grad_norm)
+            if after_update is not None:
+                after_update()
+            schedule.step()
+            run.log(step + 1, loss=loss, lr=lr)
+            bar.set(loss=loss)
+            if (step + 1) % save_every == 0 or step + 1 == steps or interrupted:
+                check_finite(params, step + 1)
+                run.checkpoint(model, optimizer)
+            if interrupted:
+                raise TrainingInterrupted(run.interrupted_message(steps))
     return run.losses()
+
+
+@contextlib.contextmanager
+def interrupt_between_steps():
+    """Within: the first SIGINT (Ctrl-C) only appends to the list yielded, for the loop to stop
+    after its step; the next raises KeyboardInterrupt at once. (Outside the main thread, where
+    Python delivers no signal, the list stays empty.)"""
+    requests = []
+
+    def request(signum, frame):
+        requests.append(signum)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    try:
+        previous = signal.signal(signal.SIGINT, request)
+    except ValueError:   # not the main thread
+        yield requests
+        return
+    try:
+        yield requests
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --- the run directory ------------------------------------------------------------------------
@@ -188,6 +234,14 @@ class Run:
     def losses(self):
         return [m["loss"] for m in self.metrics]
 
+    def interrupted_message(self, steps):
+        """What to tell a user who stopped the run at self.step of `steps`."""
+        if self.directory is None:
+            return f"interrupted at step {self.step} of {steps} (a run without a directory: " \
+                   f"nothing saved)"
+        return (f"interrupted at step {self.step} of {steps}, saved in {self.directory}: "
+                f"continue with `minivlm {self.command} --resume {self.directory}`")
+
     def checkpoint(self, model, optimizer):
         """Save the model directory and the resume state at the current step."""
         if self.directory is None:
@@ -232,14 +286,23 @@ def saved_settings(directory, command):
 
 
 def check_out_directory(directory):
-    """`directory` as a Path, after checking that a new run may be written there."""
+    """`directory` as a Path (created), after checking that a new run may be written there: not
+    a file, no run nor model directory (whose files the run would replace), writable."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"--out {directory} is a file, not a directory")
     if (directory / STATE_FILE).exists():
         raise UsageError(f"{directory} holds a run already: continue it with --resume "
                          f"{directory}, or choose another --out")
-    directory.mkdir(parents=True, exist_ok=True)
+    if (directory / "config.json").exists() or (directory / "model.safetensors").exists():
+        raise UsageError(f"--out {directory} holds a model directory (config.json, "
+                         f"model.safetensors) that the run would replace: choose another --out")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):   # can the run write there?
+            pass
+    except OSError as error:
+        raise UsageError(f"--out {directory} cannot be written: {error.strerror}") from None
     (directory / METRICS_FILE).unlink(missing_ok=True)
     return directory
 

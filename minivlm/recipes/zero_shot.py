@@ -30,9 +30,21 @@ def add_arguments(parser):
                         help='the caption of a label, {} standing for it (default: "%(default)s")')
 
 
+def caption_ids(captions, context_length):
+    """The captions' token ids (M, context_length); a UsageError names one that does not fit."""
+    tokenizer = CLIPTokenizer()
+    for caption in captions:
+        tokens = len(tokenizer.encode(caption)) + 2   # with the start and end tokens
+        if tokens > context_length:
+            raise UsageError(f"the caption {caption!r} is {tokens} tokens long, more than the "
+                             f"model's text context of {context_length}: shorten the label or "
+                             f"the --template")
+    return tokenizer.tokenize(captions, context_length=context_length)
+
+
 def label_probabilities(model, pixels, captions):
     """(N, 3, R, R) images and M captions -> NumPy (N, M): each image's softmax over captions."""
-    ids = CLIPTokenizer().tokenize(captions, context_length=model.config.text.context_length)
+    ids = caption_ids(captions, model.config.text.context_length)
     with no_grad():
         logits_per_image, _ = model(pixels, ids)
     return F.softmax(logits_per_image, dim=-1).numpy()
