@@ -63,6 +63,13 @@ def test_layer_norm_matches_torch(batch, shape, affine, bias, eps):
     _compare_forward_backward(ours, theirs, x)
 
 
+def test_layer_norm_defaults_are_torchs():
+    """Built with defaults only (eps 1e-5, gain 1, bias 0), on rows whose variance (1e-6) is
+    below eps, where a wrong eps changes every output."""
+    x = 1 + 1e-3 * np.random.default_rng(3).standard_normal((4, 6))
+    _compare_forward_backward(nn.LayerNorm(6).double(), torch.nn.LayerNorm(6).double(), x)
+
+
 @settings(max_examples=20, deadline=None)
 @given(batch=batch_shapes, vocab=st.integers(1, 6), dim=st.integers(1, 4), seed=st.integers(0, 99),
        padding=st.booleans())
