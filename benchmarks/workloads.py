@@ -19,9 +19,9 @@ import numpy as np
 
 import minivlm as mv
 import minivlm.functional as F
-from minivlm.models import ViT, SwinTransformer, swin_t, vit_b16
-from minivlm.models.clip import (CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config,
-                                 clip_loss)
+from minivlm.losses import clip_loss
+from minivlm.models import LlamaConfig, LlamaForCausalLM, ViT, SwinTransformer, swin_t, vit_b16
+from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig, clip_config
 from minivlm.models.clip import VisionTransformer
 from minivlm.models.text import TextTransformer
 from minivlm.optim import AdamW
@@ -35,15 +35,22 @@ LEARNING_RATE = 1e-3
 
 @dataclasses.dataclass
 class Workload:
-    """name, kind ("training": forward + backward (+ optimizer), or "inference"), a one-line
-    description, FLOPs per step, and the two step builders:
-    minivlm(device) -> (step, model or None); torch(device, minivlm model or None) -> step."""
+    """name, kind ("training": forward + backward (+ optimizer), "inference" or "generation"),
+    a one-line description, FLOPs per step, and the two step builders:
+    minivlm(device) -> (step, model or None); torch(device, minivlm model or None) -> step
+    (torch None: minivlm alone). target: the time ratio to reach (default: the kind's);
+    tokens: tokens generated per step; repeats: at most so many timed rounds, and warmup=False
+    skips the warm-up (for a step that takes minutes)."""
     name: str
     kind: str
     description: str
     flops: float
     minivlm: Callable
-    torch: Callable
+    torch: Callable | None
+    target: float | None = None
+    tokens: int | None = None
+    repeats: int | None = None
+    warmup: bool = True
 
     def minivlm_step(self, device="numpy"):
         return self.minivlm(device)[0]
@@ -240,9 +247,9 @@ def small_clip_config():
     """Images 32, patch 4, width 128, 4 layers, 4 heads, MLP 512; text vocabulary 1000,
     32 positions, same widths; projection 64."""
     return CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=4, width=128, patch_size=4,
-                                       heads=4, mlp_width=512),
-                      CLIPTextConfig(context_length=32, vocab_size=1000, width=128, layers=4, heads=4,
-                                 mlp_width=512))
+                                           heads=4, mlp_width=512),
+                      CLIPTextConfig(context_length=32, vocab_size=1000, width=128, layers=4,
+                                     heads=4, mlp_width=512))
 
 
 def clip_image_encoding(config, batch, name="clip_image"):
@@ -312,8 +319,76 @@ def swin_forward(config, batch, name="swin_t"):
                     2 * swin_macs(config) * batch, ours, theirs)
 
 
+def smollm2_135m_config():
+    """SmolLM2-135M's shape: hidden 576, 30 layers, 9 query heads sharing 3 key/value heads,
+    MLP 1536, vocabulary 49,152, tied embeddings, rope_theta 100,000."""
+    return LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                       rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+                       max_position_embeddings=8192, initializer_range=0.041666666666666664)
+
+
+def llama_macs_per_token(config, attended):
+    """Multiply-adds of one token through a Llama: q, k, v, o projections, the SwiGLU MLP and
+    the attention over `attended` keys in every layer, then the LM head."""
+    width, heads = config.hidden_size, config.num_attention_heads * config.head_dim
+    kv = config.num_key_value_heads * config.head_dim
+    per_layer = width * (2 * heads + 2 * kv) + 3 * width * config.intermediate_size \
+        + 2 * attended * heads
+    return config.num_hidden_layers * per_layer + width * config.vocab_size
+
+
+def llama_generation(batch, prompt=64, new_tokens=128, use_cache=True, name="llama_generate",
+                     target=None, with_torch=True, repeats=None):
+    """Greedy generation of new_tokens after a prompt of random ids, on a random
+    SmolLM2-135M-shaped Llama: minivlm's generate against transformers' LlamaForCausalLM.generate
+    (the same weights; no EOS, so every row runs the full length)."""
+    config = smollm2_135m_config()
+    ids = np.random.default_rng(SEED).integers(0, config.vocab_size, (batch, prompt))
+
+    def ours(device):
+        model = _seeded(lambda: LlamaForCausalLM(config)).to(device).eval()
+        x = mv.tensor(ids, device=device).data
+
+        def step():
+            return mv.backend.to_numpy(model.generate(x, new_tokens, use_cache=use_cache))
+        return step, model
+
+    def theirs(device, weights_from):
+        import torch
+        import transformers
+        source = weights_from if weights_from is not None else ours("numpy")[1]
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**fields)).eval()
+        model.load_state_dict({name: torch.from_numpy(t.numpy())
+                               for name, t in source.state_dict().items()}, strict=False)
+        model.tie_weights()
+        model.generation_config.eos_token_id = None
+        model.to(device)
+        x = _to_torch(ids, device)
+
+        def step():
+            with torch.no_grad():
+                return model.generate(x, max_new_tokens=new_tokens, do_sample=False,
+                                      use_cache=use_cache, pad_token_id=0).cpu().numpy()
+        return step
+
+    cached = sum(llama_macs_per_token(config, prompt + t) for t in range(new_tokens))
+    uncached = sum(llama_macs_per_token(config, (prompt + t + 1) / 2) * (prompt + t)
+                   for t in range(new_tokens))       # every position again, each step
+    prompt_macs = prompt * llama_macs_per_token(config, prompt / 2)
+    macs = batch * (cached + prompt_macs if use_cache else uncached)
+    return Workload(name, "generation",
+                    f"greedy generation of {new_tokens} tokens after {prompt}, batch {batch}, "
+                    f"SmolLM2-135M-shaped Llama, KV cache {'on' if use_cache else 'off'}"
+                    + ("" if with_torch else ", minivlm alone"),
+                    2 * macs, ours, theirs if with_torch else None, target=target,
+                    tokens=batch * new_tokens, repeats=repeats, warmup=repeats is None)
+
+
 def cpu_workloads():
-    """The CPU suite of the "Performance" issue, in table order."""
+    """The CPU suite of the "Performance" issue, then the generation workloads, in table
+    order."""
     return [
         attention(),
         vit_training(vit_benchmark.benchmark_config(), batch=64),
@@ -321,6 +396,10 @@ def cpu_workloads():
         clip_image_encoding(clip_config("ViT-B/32"), batch=8),
         swin_forward(swin_t(), batch=2),
         clip_text_encoding(clip_config("ViT-B/32"), batch=64),
+        llama_generation(1, name="llama_generate_b1", target=1.0),
+        llama_generation(8, name="llama_generate_b8", target=1 / 0.8),
+        llama_generation(1, use_cache=False, name="llama_generate_nocache", with_torch=False,
+                         repeats=1),
     ]
 
 

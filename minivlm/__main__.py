@@ -6,6 +6,9 @@ file only names them and turns errors into one line on stderr,
     minivlm COMMAND: error: <what was wrong and what to do>
 
 with exit status 2 for bad arguments and 1 for failures (MINIVLM_DEBUG=1 shows the traceback).
+Under `mpiexec -n N` every rank runs the command (minivlm.distributed): rank 0 alone prints, and
+an error on any rank, named `rank R of N: ...`, ends the whole job instead of leaving the other
+ranks waiting for it.
 Every command takes `--threads N`, the BLAS threads it may use (default 1): on the small
 matrices of these models OpenBLAS's threads cost more than they give (train-clip --steps 40 on
 2 idle cores: 35 s with one thread, 78 s with two).
@@ -14,14 +17,20 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
+
+from . import distributed
 
 COMMANDS = {
     "info": ("info", "versions, backend, BLAS threads and GPU"),
     "train-lm": ("lm", "train a small causal or masked language model on the built-in corpus"),
     "train-clip": ("clip", "train a small CLIP from scratch on the built-in captioned shapes"),
     "zero-shot": ("zero_shot", "classify images with a CLIP checkpoint and label names"),
+    "generate": ("generate", "continue a prompt with a llama or gpt2 decoder directory"),
     "train-vision": ("vision", "train a small ViT, Swin or ResNet classifier on the built-in "
                                "shapes"),
+    "experiment": ("experiment", "measure one of the lecture's claims (minivlm experiment --help "
+                                 "lists them)"),
 }
 
 
@@ -61,16 +70,23 @@ def main(argv=None):
 
     from .recipes.common import UsageError
     try:
+        if not distributed.is_main():
+            sys.stdout = open(os.devnull, "w", encoding="utf-8")   # rank 0 alone prints
         with threadpool_limits(args.threads, user_api="blas"):
             return _recipe(COMMANDS[args.command][0]).run(args) or 0
     except KeyboardInterrupt:
         print(f"minivlm {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:
-        if os.environ.get("MINIVLM_DEBUG") == "1":
+        status = 2 if isinstance(error, UsageError) else 1
+        if os.environ.get("MINIVLM_DEBUG") != "1":
+            print(f"minivlm {args.command}: error: {_rank()}{_one_line(error)}", file=sys.stderr)
+        elif distributed.launched_size() == 1:
             raise
-        print(f"minivlm {args.command}: error: {_one_line(error)}", file=sys.stderr)
-        return 2 if isinstance(error, UsageError) else 1
+        else:
+            traceback.print_exc()
+        distributed.abort(status)    # the other ranks would wait for this one forever
+        return status
 
 
 def _recipe(module_name):
@@ -85,6 +101,15 @@ def _threads(text):
 
 
 _threads.__name__ = "positive int"   # argparse: "invalid positive int value: '0'"
+
+
+def _rank():
+    """'rank R of N: ' on a rank of a job of several, so that an error says where it happened."""
+    try:
+        return f"rank {distributed.rank()} of {distributed.world_size()}: " \
+            if distributed.world_size() > 1 else ""
+    except RuntimeError:   # MPI itself is what failed: its message says so
+        return ""
 
 
 def _one_line(error):

@@ -5,6 +5,8 @@ A `Function` turns raw arrays into a raw array in `forward` and keeps only what 
 the graph in reverse topological order, summing the gradients of a node used several times.
 """
 import contextlib
+import functools
+import math
 import numbers
 
 from . import backend
@@ -13,15 +15,45 @@ from .backend import xp_of
 _grad_enabled = True
 
 
-@contextlib.contextmanager
-def no_grad():
-    """Within this block ops record no graph (inference, optimizer updates, initialisation)."""
-    global _grad_enabled
-    previous, _grad_enabled = _grad_enabled, False
-    try:
-        yield
-    finally:
-        _grad_enabled = previous
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Within a `with` block, or a function it decorates, ops record a graph or not (`mode`)."""
+
+    def __init__(self, mode):
+        self.mode = bool(mode)
+
+    def __enter__(self):
+        global _grad_enabled
+        self.previous, _grad_enabled = _grad_enabled, self.mode
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self.previous
+
+
+class no_grad(set_grad_enabled):
+    """No graph is recorded (inference, optimizer updates, initialisation):
+    `with no_grad():`, `@no_grad()` or `@no_grad` as torch's."""
+
+    def __new__(cls, function=None):
+        if callable(function):          # @no_grad without parentheses
+            return cls()(function)
+        return super().__new__(cls)
+
+    def __init__(self, function=None):
+        super().__init__(False)
+
+
+class enable_grad(set_grad_enabled):
+    def __init__(self):
+        super().__init__(True)
+
+
+class inference_mode(set_grad_enabled):
+    """torch.inference_mode: here the same as no_grad (mode=False records a graph again)."""
+
+    def __init__(self, mode=True):
+        super().__init__(not mode)
 
 
 def is_grad_enabled():
@@ -54,6 +86,8 @@ class Function:
         if requires_grad:
             fn.inputs = inputs
             result._ctx = fn
+            for t in inputs:
+                t._used = True   # an in-place op on t now would change what fn saw
         return result
 
     def forward(self, *arrays, **kwargs):
@@ -70,6 +104,19 @@ class Function:
 _PYTHON_DTYPES = {"b": "bool", "i": "int64", "u": "int64", "f": "float32"}
 
 
+def _wrapped(data):
+    """The array a Tensor(*data) holds (see Tensor)."""
+    if len(data) == 1 and isinstance(data[0], Tensor):
+        return data[0].data
+    if len(data) == 1 and backend.is_array(data[0]):
+        return backend.as_array(data[0])
+    if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in data):
+        return backend.default_xp().empty(data or (0,), dtype="float32")  # Tensor(2, 3), Tensor()
+    if len(data) == 1:
+        return _as_array(data[0], "float32", backend.default_name())  # Tensor([1.0, 2.0])
+    raise TypeError(f"Tensor(*data): expected one array or list, or integer sizes, got {data!r}")
+
+
 def _as_array(data, dtype, device):
     """A copy of `data` as an array on backend `device`."""
     if isinstance(data, Tensor):
@@ -83,12 +130,16 @@ def _as_array(data, dtype, device):
 
 
 class Tensor:
-    """An n-d array (NumPy or CuPy) with an optional gradient and the Function that made it."""
+    """An n-d array (NumPy or CuPy) with an optional gradient and the Function that made it.
+
+    Tensor(array) wraps a NumPy or CuPy array (a NumPy scalar becomes a 0-d array). As
+    torch.Tensor, Tensor([1.0, 2.0]) copies a list into float32 and Tensor(2, 3) is an
+    uninitialised float32 tensor of that shape."""
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
 
-    def __init__(self, data, requires_grad=False):
-        self.data = data
+    def __init__(self, *data, requires_grad=False):
+        self.data = _wrapped(data)
         self.requires_grad = requires_grad
         self.grad = None
         self._ctx = None
@@ -135,30 +186,54 @@ class Tensor:
         self.requires_grad = flag
         return self
 
-    def to(self, target):
-        """A copy on another backend ('numpy'/'cpu', 'cupy'/'cuda') or in another dtype."""
-        if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend.ALIASES):
-            return F.to_backend(self, backend.canonical_name(target))
-        try:
-            return F.cast(self, xp_of(self.data).dtype(target))
-        except TypeError:
-            raise ValueError(f"to({target!r}): not a backend ({', '.join(backend.BACKENDS)}, or "
-                             f"'cpu'/'cuda') nor a dtype") from None
+    def to(self, *args, dtype=None, device=None, non_blocking=False, copy=False):
+        """This tensor on another backend ('numpy'/'cpu', 'cupy'/'cuda') and/or in another
+        dtype, as torch: to(device), to(dtype), to(device, dtype), to(other_tensor), or by
+        keyword; self itself when nothing changes (and copy is False). A cast to an integer or
+        bool dtype is not differentiable."""
+        for arg in args:
+            if isinstance(arg, Tensor):
+                dtype, device = arg.dtype, arg.device
+            elif backend.is_backend_name(arg):
+                device = arg
+            elif backend.is_dtype(arg):
+                dtype = arg
+            else:
+                raise ValueError(f"to({arg!r}): not a backend ({', '.join(backend.BACKENDS)}, "
+                                 f"or 'cpu'/'cuda') nor a dtype")
+        result = self
+        if device is not None and backend.canonical_name(device) != self.device:
+            result = F.to_backend(result, backend.canonical_name(device))
+        if dtype is not None:
+            dtype = backend.dtype(dtype)
+            if dtype != result.dtype:
+                result = F.cast(result if dtype.kind in "fc" else result.detach(), dtype)
+        return F.clone(result) if copy and result is self else result
 
-    def float(self):
-        return self.to("float32")
+    def type(self, dtype=None):
+        """The dtype's name, or (given a dtype) this tensor cast to it."""
+        return str(self.dtype) if dtype is None else self.to(dtype)
 
-    def double(self):
-        return self.to("float64")
+    def float(self): return self.to("float32")
+    def double(self): return self.to("float64")
+    def half(self): return self.to("float16")
+    def int(self): return self.to("int32")
+    def long(self): return self.to("int64")
+    def bool(self): return self.to("bool")
+    def cpu(self): return self.to("numpy")
+    def cuda(self): return self.to("cupy")
+    def dim(self): return self.ndim
+    def is_floating_point(self): return self.dtype.kind == "f"
 
-    def long(self):
-        return Tensor(self.data.astype("int64"))
+    def new_zeros(self, *size, dtype=None): return zeros(*size, dtype=dtype or self.dtype,
+                                                          device=self.device)
+    def new_ones(self, *size, dtype=None): return ones(*size, dtype=dtype or self.dtype,
+                                                        device=self.device)
+    def new_full(self, size, fill_value, dtype=None):
+        return full(size, fill_value, dtype=dtype or self.dtype, device=self.device)
 
-    def cpu(self):
-        return self.to("numpy")
-
-    def cuda(self):
-        return self.to("cupy")
+    def new_tensor(self, data, dtype=None):
+        return tensor(data, dtype=dtype or self.dtype, device=self.device)
 
     # --- backward -------------------------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False):
@@ -203,7 +278,9 @@ class Tensor:
         if g.dtype != self.dtype:
             g = g.astype(self.dtype)
         if self.grad is None:
-            self.grad = Tensor(g.copy())  # own the array: it may alias another node's gradient
+            # own the array (it may alias another node's gradient), an array even where NumPy's
+            # reductions give a scalar (a 0-d leaf), so that clipping can scale it in place
+            self.grad = Tensor(xp_of(g).array(g))
         else:
             self.grad.data += g
 
@@ -238,23 +315,46 @@ class Tensor:
     def __pow__(self, other): return F.pow(self, other)
     def __rpow__(self, other): return F.pow(other, self)
     def __neg__(self): return F.neg(self)
+    def __abs__(self): return F.abs(self)
     def __getitem__(self, index): return F.getitem(self, index)
 
-    def _compare(self, other, op):
+    def __setitem__(self, index, value):
+        """x[index] = value, in place (with a gradient for x and value where there is a graph)."""
+        self._in_place(lambda old: F.setitem(old, index, value))
+
+    # --- logical operators, for boolean (and integer) tensors: no gradient -----------------------
+    def _logical(self, other, op):
         other = other.data if isinstance(other, Tensor) else other
         return Tensor(getattr(self.data, op)(other))
 
-    def __lt__(self, other): return self._compare(other, "__lt__")
-    def __le__(self, other): return self._compare(other, "__le__")
-    def __gt__(self, other): return self._compare(other, "__gt__")
-    def __ge__(self, other): return self._compare(other, "__ge__")
-    def __eq__(self, other): return self._compare(other, "__eq__")
-    def __ne__(self, other): return self._compare(other, "__ne__")
+    def __invert__(self): return Tensor(~self.data)
+    def __and__(self, other): return self._logical(other, "__and__")
+    def __or__(self, other): return self._logical(other, "__or__")
+    def __xor__(self, other): return self._logical(other, "__xor__")
+    def __rand__(self, other): return self._logical(other, "__rand__")
+    def __ror__(self, other): return self._logical(other, "__ror__")
+    def __floordiv__(self, other): return self._logical(other, "__floordiv__")
+    def __mod__(self, other): return self._logical(other, "__mod__")
+    def any(self, dim=None, keepdim=False): return Tensor(self.data.any(axis=dim, keepdims=keepdim))
+    def all(self, dim=None, keepdim=False): return Tensor(self.data.all(axis=dim, keepdims=keepdim))
+
+    def __lt__(self, other): return self._logical(other, "__lt__")
+    def __le__(self, other): return self._logical(other, "__le__")
+    def __gt__(self, other): return self._logical(other, "__gt__")
+    def __ge__(self, other): return self._logical(other, "__ge__")
+    def __eq__(self, other): return self._logical(other, "__eq__")
+    def __ne__(self, other): return self._logical(other, "__ne__")
     __hash__ = object.__hash__
 
     @property
     def T(self):
         return F.permute(self, tuple(reversed(range(self.ndim))))
+
+    def t(self):
+        """The transpose of a tensor of at most 2 dims, as torch's t()."""
+        if self.ndim > 2:
+            raise ValueError(f"t() expects a tensor of at most 2 dims, got shape {self.shape}")
+        return self.T
 
     # --- methods: torch's Tensor methods, each the op of functional with the tensor first -------
     def exp(self): return F.exp(self)
@@ -299,6 +399,65 @@ class Tensor:
     def split(self, split_size_or_sections, dim=0):
         return F.split(self, split_size_or_sections, dim)
 
+    def sin(self): return F.sin(self)
+    def cos(self): return F.cos(self)
+    def amax(self, dim=None, keepdim=False): return F.amax(self, dim, keepdim)
+    def amin(self, dim=None, keepdim=False): return F.amin(self, dim, keepdim)
+    def norm(self, p="fro", dim=None, keepdim=False): return F.norm(self, p, dim, keepdim)
+    def unbind(self, dim=0): return F.unbind(self, dim)
+    def repeat(self, *sizes): return F.repeat(self, *sizes)
+    def clone(self): return F.clone(self)
+    def gather(self, dim, index): return F.gather(self, dim, index)
+    def sort(self, dim=-1, descending=False): return F.sort(self, dim, descending)
+    def argsort(self, dim=-1, descending=False): return F.argsort(self, dim, descending)
+    def topk(self, k, dim=-1, largest=True, sorted=True): return F.topk(self, k, dim, largest)
+    def tril(self, diagonal=0): return F.tril(self, diagonal)
+    def triu(self, diagonal=0): return F.triu(self, diagonal)
+
+    # --- in place: torch's `_` methods ------------------------------------------------------------
+    def _in_place(self, op):
+        """Make self hold op(self). Where op records no graph (under no_grad, as initialisation
+        and optimizers run, or with no input requiring grad) the result is written into self's
+        array; otherwise self becomes the op's output node, as torch's in-place ops do — an error
+        for a leaf that requires grad, or for a tensor that recorded ops already used (their
+        gradients would see the new values)."""
+        old = Tensor(self.data, requires_grad=self.requires_grad)
+        old._ctx = self._ctx
+        result = op(old)
+        if not result.requires_grad:
+            self.data[...] = result.data
+            return self
+        if self.is_leaf and self.requires_grad:
+            raise RuntimeError("an in-place operation on a leaf tensor that requires grad: do "
+                               "it under minivlm.no_grad() (as initialisation does)")
+        if getattr(self, "_used", False):
+            raise RuntimeError("an in-place operation on a tensor that recorded operations "
+                               "already used: their gradients would be wrong; write it out of "
+                               "place (y = x.clone(); y[...] = ...)")
+        self.data, self._ctx, self.requires_grad = result.data, result._ctx, True
+        return self
+
+    def fill_(self, value): return self._in_place(lambda t: F.setitem(t, Ellipsis, value))
+    def zero_(self): return self.fill_(0)
+    def copy_(self, src): return self._in_place(lambda t: F.setitem(t, Ellipsis, src))
+    def add_(self, other, alpha=1): return self._in_place(lambda t: t + other * alpha)
+    def sub_(self, other, alpha=1): return self._in_place(lambda t: t - other * alpha)
+    def mul_(self, other): return self._in_place(lambda t: t * other)
+    def div_(self, other): return self._in_place(lambda t: t / other)
+    def clamp_(self, min=None, max=None): return self._in_place(lambda t: t.clamp(min, max))
+    def masked_fill_(self, mask, value):
+        return self._in_place(lambda t: F.masked_fill(t, mask, value))
+    def tril_(self, diagonal=0): return self._in_place(lambda t: F.tril(t, diagonal))
+    def triu_(self, diagonal=0): return self._in_place(lambda t: F.triu(t, diagonal))
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        samples = randn(*self.shape, dtype=self.dtype, device=self.device, generator=generator)
+        return self.copy_(samples * std + mean)
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        samples = rand(*self.shape, dtype=self.dtype, device=self.device, generator=generator)
+        return self.copy_(samples * (b - a) + a)
+
 
 class Parameter(Tensor):
     """A Tensor that a Module registers as a learnable parameter (requires_grad=True)."""
@@ -324,7 +483,13 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     if device is None:
         source = data.data if isinstance(data, Tensor) else data
         device = "cupy" if backend.is_cupy_array(source) else backend.default_name()
-    return Tensor(_as_array(data, dtype, backend.canonical_name(device)), requires_grad)
+    return Tensor(_as_array(data, dtype, backend.canonical_name(device)),
+                  requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A Tensor sharing the memory of a NumPy array, as torch.from_numpy."""
+    return Tensor(backend.numpy.asarray(array))
 
 
 def shape_arg(shape):
@@ -333,52 +498,127 @@ def shape_arg(shape):
 
 
 def zeros(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).zeros(shape_arg(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).zeros(shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def ones(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).ones(shape_arg(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).ones(shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
 
 
 def empty(*shape, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).empty(shape_arg(shape), dtype=dtype), requires_grad)
+    return Tensor(_xp(device).empty(shape_arg(shape), dtype=dtype), requires_grad=requires_grad)
 
 
-def full(shape, fill_value, dtype="float32", device=None, requires_grad=False):
-    return Tensor(_xp(device).full(shape_arg((shape,)), fill_value, dtype=dtype), requires_grad)
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    """A tensor of `size` filled with fill_value; its dtype follows the value (float32, int64 or
+    bool) unless given, as torch.full."""
+    dtype = dtype or _PYTHON_DTYPES[backend.numpy.asarray(fill_value).dtype.kind]
+    return Tensor(_xp(device).full(shape_arg((size,)), fill_value, dtype=dtype),
+                  requires_grad=requires_grad)
 
 
-def arange(start, stop=None, step=1, dtype=None, device=None):
-    values = _xp(device).arange(start, stop, step) if stop is not None else _xp(device).arange(start)
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    """start, start + step, ... below end (one argument: 0 ... start − 1), as torch.arange:
+    int64 for integer arguments, float32 otherwise, unless dtype says."""
+    if end is None:
+        start, end = 0, start
     if dtype is None:
-        dtype = "int64" if all(isinstance(v, numbers.Integral) for v in (start, stop or 0, step)) \
+        dtype = "int64" if all(isinstance(v, numbers.Integral) for v in (start, end, step)) \
             else "float32"
-    return Tensor(values.astype(dtype))
+    return Tensor(_xp(device).arange(start, end, step).astype(dtype), requires_grad=requires_grad)
 
 
-def randn(*shape, dtype="float32", device=None, requires_grad=False):
+def randn(*shape, dtype="float32", device=None, requires_grad=False, generator=None):
     """Standard normal samples from the backend's generator (seeded by manual_seed)."""
-    xp = _xp(device)
-    return Tensor(backend.rng(xp).standard_normal(shape_arg(shape)).astype(dtype), requires_grad)
+    rng = _rng(device, generator)
+    return Tensor(rng.standard_normal(shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
 
 
-def rand(*shape, dtype="float32", device=None, requires_grad=False):
+def rand(*shape, dtype="float32", device=None, requires_grad=False, generator=None):
     """Uniform [0, 1) samples from the backend's generator (seeded by manual_seed)."""
-    xp = _xp(device)
-    return Tensor(backend.rng(xp).random(shape_arg(shape)).astype(dtype), requires_grad)
+    rng = _rng(device, generator)
+    return Tensor(rng.random(shape_arg(shape)).astype(dtype), requires_grad=requires_grad)
 
 
-def randint(low, high, shape, device=None):
-    xp = _xp(device)
-    return Tensor(backend.rng(xp).integers(low, high, size=shape_arg((shape,))).astype("int64"))
+def randint(*args, dtype="int64", device=None, generator=None):
+    """Integers uniform in [low, high) of shape `size`: randint(low, high, size) or
+    randint(high, size), as torch.randint."""
+    *bounds, size = args
+    low, high = bounds if len(bounds) == 2 else (0, *bounds)
+    rng = _rng(device, generator)
+    return Tensor(rng.integers(low, high, size=shape_arg((size,))).astype(dtype))
 
 
-def zeros_like(t, dtype=None):
-    return Tensor(xp_of(t.data).zeros_like(t.data, dtype=dtype))
+def randperm(n, dtype="int64", device=None, generator=None):
+    """A random permutation of 0 ... n − 1."""
+    return Tensor(_rng(device, generator).permutation(n).astype(dtype))
 
 
-def ones_like(t, dtype=None):
-    return Tensor(xp_of(t.data).ones_like(t.data, dtype=dtype))
+def _rng(device, generator):
+    return generator.rng(_xp(device)) if generator is not None else backend.rng(_xp(device))
+
+
+class Generator:
+    """A random stream of its own, as torch.Generator: Generator().manual_seed(0) makes
+    DataLoader shuffling and randn(generator=...) reproducible apart from the global seed."""
+
+    def __init__(self, device=None):
+        self.seed, self._rngs = None, {}
+
+    def manual_seed(self, seed):
+        self.seed, self._rngs = int(seed), {}
+        return self
+
+    def initial_seed(self):
+        return self.seed
+
+    def rng(self, xp):
+        """This generator's stream of array module `xp`."""
+        if xp not in self._rngs:
+            self._rngs[xp] = xp.random.default_rng(self.seed)
+        return self._rngs[xp]
+
+
+def _like(t, dtype, device):
+    return _xp(device or t.device), dtype or t.dtype
+
+
+def zeros_like(t, dtype=None, device=None, requires_grad=False):
+    xp, dtype = _like(t, dtype, device)
+    return Tensor(xp.zeros(t.shape, dtype=dtype), requires_grad=requires_grad)
+
+
+def ones_like(t, dtype=None, device=None, requires_grad=False):
+    xp, dtype = _like(t, dtype, device)
+    return Tensor(xp.ones(t.shape, dtype=dtype), requires_grad=requires_grad)
+
+
+def empty_like(t, dtype=None, device=None, requires_grad=False):
+    xp, dtype = _like(t, dtype, device)
+    return Tensor(xp.empty(t.shape, dtype=dtype), requires_grad=requires_grad)
+
+
+def full_like(t, fill_value, dtype=None, device=None, requires_grad=False):
+    xp, dtype = _like(t, dtype, device)
+    return Tensor(xp.full(t.shape, fill_value, dtype=dtype), requires_grad=requires_grad)
+
+
+def randn_like(t, dtype=None, device=None, requires_grad=False):
+    return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                 requires_grad=requires_grad)
+
+
+def rand_like(t, dtype=None, device=None, requires_grad=False):
+    return rand(*t.shape, dtype=dtype or t.dtype, device=device or t.device,
+                requires_grad=requires_grad)
+
+
+def is_tensor(obj):
+    return isinstance(obj, Tensor)
+
+
+def numel(t):
+    return t.numel()
 
 
 def manual_seed(seed):

@@ -39,6 +39,41 @@ def canonical_name(name):
     return name
 
 
+def is_backend_name(name):
+    """True for 'numpy', 'cupy' and their aliases ('cpu', 'cuda', 'gpu'), in any case."""
+    return isinstance(name, str) and name.lower() in (*BACKENDS, *ALIASES)
+
+
+def is_dtype(name):
+    """True for a dtype or a dtype's name (bfloat16 included, which dtype() then refuses)."""
+    try:
+        numpy.dtype(name)
+        return True
+    except TypeError:
+        return str(name) == "bfloat16"
+
+
+def dtype(name):
+    """A NumPy dtype for a dtype or its name ('float32', numpy.float16, ...); a clear error for
+    what NumPy and CuPy cannot hold (bfloat16: minivlm reads BF16 checkpoints into float32)."""
+    if str(name) == "bfloat16":
+        raise TypeError("bfloat16 tensors are not supported (NumPy and CuPy have no bfloat16); "
+                        "minivlm reads BF16 checkpoints into float32")
+    try:
+        return numpy.dtype(name)
+    except TypeError:
+        raise TypeError(f"{name!r} is not a dtype") from None
+
+
+def finfo(dtype):
+    """The limits of a float dtype (eps, max, min, tiny), as torch.finfo."""
+    return numpy.finfo(dtype)
+
+
+def iinfo(dtype):
+    return numpy.iinfo(dtype)
+
+
 def default_name():
     """The backend named by MINIVLM_BACKEND (default 'numpy')."""
     value = os.environ.get("MINIVLM_BACKEND", "numpy")
@@ -66,6 +101,12 @@ def is_cupy_array(a):
 def is_array(a):
     """True for NumPy arrays and scalars and CuPy arrays."""
     return isinstance(a, (numpy.ndarray, numpy.generic)) or is_cupy_array(a)
+
+
+def as_array(a):
+    """`a`, a NumPy scalar (what NumPy returns from 0-d arithmetic and reductions) as the 0-d
+    array it stands for; arrays as they are."""
+    return numpy.asarray(a) if isinstance(a, numpy.generic) else a
 
 
 def xp_of(*arrays):

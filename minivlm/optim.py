@@ -182,6 +182,21 @@ class AdamW(Optimizer):
         param -= step_size * m / denom
 
 
+class Adam(AdamW):
+    """torch.optim.Adam: AdamW's update, but weight decay is L2, added to the gradient
+    (g ← g + wd·θ, coupled with the moments), and 0 by default."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad)
+
+    def _update(self, param, grad, state, group):
+        weight_decay = float(group["weight_decay"])
+        if weight_decay:
+            grad = grad + weight_decay * param
+        super()._update(param, grad, state, {**group, "weight_decay": 0.0})
+
+
 def _check_non_negative(**hyperparameters):
     for name, value in hyperparameters.items():
         if not value >= 0:

@@ -19,8 +19,10 @@ import time
 class Progress:
     """Wraps an iterable; `set(**stats)` adds stats shown after the count, rate and ETA."""
 
-    def __init__(self, iterable, total=None, desc="", unit="it", scale=1, interval=30.0, file=None):
+    def __init__(self, iterable, total=None, desc="", unit="it", scale=1, interval=30.0, file=None,
+                 disable=False):
         self.iterable, self.desc, self.unit, self.scale = iterable, desc, unit, scale
+        self.disable = disable   # iterate without showing anything
         self.total = len(iterable) if total is None and hasattr(iterable, "__len__") else total
         self.file = sys.stderr if file is None else file
         self.on_terminal = self.file.isatty()
@@ -31,6 +33,9 @@ class Progress:
         self.stats.update(stats)
 
     def __iter__(self):
+        if self.disable:
+            yield from self.iterable
+            return
         self.start = last_shown = time.monotonic()
         try:
             for item in self.iterable:

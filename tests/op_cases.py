@@ -11,7 +11,7 @@ import math
 from typing import Callable, NamedTuple
 
 import numpy as np
-from hypothesis import strategies as st
+from hypothesis import assume, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import minivlm as mv
@@ -117,6 +117,9 @@ ELEMENTWISE = [
     _one_input("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"),
                lambda torch, x: _tf(torch).gelu(x, approximate="tanh")),
     _one_input("quick_gelu", F.quick_gelu, lambda torch, x: x * torch.sigmoid(1.702 * x)),
+    _one_input("silu", F.silu, lambda torch, x: _tf(torch).silu(x)),
+    _one_input("sin", F.sin, lambda torch, x: torch.sin(x)),
+    _one_input("cos", F.cos, lambda torch, x: torch.cos(x)),
     _one_input("clamp", F.clamp, lambda torch, x, min, max: torch.clamp(x, min, max),
                clear_of_clamp_bounds, params=_clamp_params),
     _binary("add", F.add, lambda torch, a, b: a + b),
@@ -153,8 +156,24 @@ def _linear_inputs(draw):
     return inputs, {}
 
 
+@st.composite
+def _einsum_inputs(draw):
+    """Two operands of a drawn equation over letters i, j, k (with a batch ellipsis): products,
+    outer products, traces of a whole axis and broadcast summed axes."""
+    first, second, out = draw(st.sampled_from([
+        ("ij", "jk", "ik"), ("ij", "kj", "ki"), ("i", "j", "ij"), ("ij", "ij", ""),
+        ("ij", "j", "i"), ("...ij", "...jk", "...ik"), ("ijk", "ik", "ij"), ("ij", "jk", "")]))
+    sizes = {c: draw(st.integers(1, 3)) for c in "ijk"}
+    batch = draw(shapes(0, 2, max_side=2)) if "..." in first else ()
+    a = draw(arrays(batch + tuple(sizes[c] for c in first.replace("...", ""))))
+    b = draw(arrays(batch + tuple(sizes[c] for c in second.replace("...", ""))))
+    return {"a": a, "b": b}, {"equation": f"{first},{second}->{out}"}
+
+
 MATRIX = [
     OpCase("matmul", _matmul_inputs(), F.matmul, lambda torch, a, b: a @ b),
+    OpCase("einsum", _einsum_inputs(), lambda a, b, equation: F.einsum(equation, a, b),
+           lambda torch, a, b, equation: torch.einsum(equation, a, b)),
     OpCase("linear", _linear_inputs(), F.linear,
            lambda torch, x, weight, bias=None: _tf(torch).linear(x, weight, bias)),
 ]
@@ -179,6 +198,11 @@ def _max_or_min(name):
     return _one_input(name, ours, theirs, distinct_arrays, min_dims=1, params=params)
 
 
+def _all(x, dim):
+    """torch's amax/amin spell "every dim" as the tuple of them."""
+    return tuple(range(x.ndim)) if dim is None else dim
+
+
 def _reduce_params(draw, shape):
     return {"dim": _dims(draw, len(shape)), "keepdim": draw(st.booleans())}
 
@@ -200,6 +224,12 @@ REDUCTIONS = [
                                                                 keepdim=keepdim)),
     _max_or_min("max"),
     _max_or_min("min"),
+    _one_input("amax", F.amax, lambda torch, x, dim, keepdim: torch.amax(x, _all(x, dim), keepdim),
+               distinct_arrays, min_dims=1, params=_reduce_params),
+    _one_input("amin", F.amin, lambda torch, x, dim, keepdim: torch.amin(x, _all(x, dim), keepdim),
+               distinct_arrays, min_dims=1, params=_reduce_params),
+    _one_input("norm", F.norm, lambda torch, x, dim, keepdim: torch.norm(x, 2, dim, keepdim),
+               nonzero, min_dims=1, params=_reduce_params),
     _one_input("logsumexp", F.logsumexp,
                lambda torch, x, dim, keepdim: torch.logsumexp(x, dim, keepdim), min_dims=1,
                params=lambda draw, shape: {"dim": _dim(draw, len(shape)),
@@ -243,7 +273,18 @@ def _transpose_params(draw, shape):
     return {"dim0": _dim(draw, len(shape)), "dim1": _dim(draw, len(shape))}
 
 
+def _repeat_params(draw, shape):
+    return {"sizes": tuple(draw(st.integers(1, 3)) for _ in range(len(shape) +
+                                                                  draw(st.integers(0, 1))))}
+
+
 SHAPES = [
+    _one_input("repeat", lambda x, sizes: F.repeat(x, *sizes),
+               lambda torch, x, sizes: x.repeat(sizes), params=_repeat_params),
+    _one_input("clone", F.clone, lambda torch, x: x.clone()),
+    _one_input("unbind", lambda x, dim: _reversed_pieces(F.unbind(x, dim), dim, F.stack),
+               lambda torch, x, dim: _reversed_pieces(torch.unbind(x, dim), dim, torch.stack),
+               min_dims=1, params=lambda draw, shape: {"dim": _dim(draw, len(shape))}),
     _one_input("reshape", lambda x, shape: F.reshape(x, shape),
                lambda torch, x, shape: x.reshape(shape), params=_reshape_params),
     _one_input("transpose", F.transpose, lambda torch, x, dim0, dim1: x.transpose(dim0, dim1),
@@ -337,6 +378,62 @@ def _reversed_pieces(pieces, dim, cat):
     return cat(list(pieces)[::-1], dim)  # every piece reaches the output, out of place
 
 
+@st.composite
+def _setitem_inputs(draw):
+    """x and a value for x[index] = value (the value broadcast to the indexed part)."""
+    shape = draw(shapes(1, 3))
+    index = _index(draw, shape)
+    for axis, part in enumerate(index):   # a position written twice keeps the last value only
+        if isinstance(part, np.ndarray) and part.dtype != bool:
+            assume(len(np.unique(part % shape[axis])) == part.size)
+    target = np.zeros(shape)[index].shape
+    value_shape = target[draw(st.integers(0, len(target))):]   # a suffix broadcasts
+    return {"x": draw(arrays(shape)), "value": draw(arrays(value_shape))}, {"index": index}
+
+
+def _torch_setitem(torch, x, value, index):
+    out = x.clone()
+    out[index] = value
+    return out
+
+
+@st.composite
+def _gather_inputs(draw):
+    shape = draw(shapes(1, 3))
+    dim = _dim(draw, len(shape))
+    index_shape = tuple(draw(st.integers(1, 3)) if d == dim % len(shape) else
+                        draw(st.integers(1, n)) for d, n in enumerate(shape))
+    index = draw(hnp.arrays(np.int64, index_shape, elements=st.integers(0, shape[dim] - 1)))
+    return {"x": draw(arrays(shape))}, {"dim": dim, "index": index}
+
+
+def _topk_params(draw, shape):
+    dim = _dim(draw, len(shape))
+    return {"k": draw(st.integers(0, shape[dim])), "dim": dim, "largest": draw(st.booleans())}
+
+
+def _sort_params(draw, shape):
+    return {"dim": _dim(draw, len(shape)), "descending": draw(st.booleans())}
+
+
+INDEXING = [
+    OpCase("setitem", _setitem_inputs(), lambda x, value, index: F.setitem(x, index, value),
+           _torch_setitem),
+    OpCase("gather", _gather_inputs(), lambda x, dim, index: F.gather(x, dim, index),
+           lambda torch, x, dim, index: torch.gather(x, dim, index)),
+    _one_input("topk", lambda x, **kw: F.topk(x, **kw).values,
+               lambda torch, x, **kw: torch.topk(x, **kw).values, distinct_arrays, min_dims=1,
+               params=_topk_params),
+    _one_input("sort", lambda x, **kw: F.sort(x, **kw).values,
+               lambda torch, x, **kw: torch.sort(x, **kw).values, distinct_arrays, min_dims=1,
+               params=_sort_params),
+    _one_input("tril", F.tril, lambda torch, x, diagonal: torch.tril(x, diagonal), min_dims=2,
+               params=lambda draw, shape: {"diagonal": draw(st.integers(-2, 2))}),
+    _one_input("triu", F.triu, lambda torch, x, diagonal: torch.triu(x, diagonal), min_dims=2,
+               params=lambda draw, shape: {"diagonal": draw(st.integers(-2, 2))}),
+]
+
+
 JOINING = [
     _one_input("getitem", lambda x, index: x[index], lambda torch, x, index: x[index], min_dims=1,
                params=lambda draw, shape: {"index": _index(draw, shape)}),
@@ -393,6 +490,8 @@ def _cross_entropy_inputs(draw):
     params = {"target": target, "ignore_index": ignore_index,
               "label_smoothing": draw(st.sampled_from([0.0, 0.1, 0.3])),
               "reduction": draw(st.sampled_from(["mean", "sum", "none"]))}
+    if draw(st.booleans()):
+        params["weight"] = draw(arrays(classes, elements=st.floats(0.25, 2.0)))
     return {"logits": draw(arrays((n, classes, *positions)))}, params
 
 
@@ -426,7 +525,122 @@ def _attention_inputs(draw):
     return inputs, params
 
 
+@st.composite
+def _conv1d_inputs(draw):
+    groups = draw(st.integers(1, 2))
+    channels, out_channels = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    kernel, stride, padding = draw(st.integers(1, 3)), draw(st.integers(1, 2)), draw(
+        st.integers(0, 1))
+    length = draw(st.integers(max(1, kernel - 2 * padding), 6))
+    inputs = {"x": draw(arrays((draw(st.integers(1, 2)), channels, length))),
+              "weight": draw(arrays((out_channels, channels // groups, kernel)))}
+    if draw(st.booleans()):
+        inputs["bias"] = draw(arrays((out_channels,)))
+    return inputs, {"stride": stride, "padding": padding, "groups": groups}
+
+
+@st.composite
+def _multihead_inputs(draw):
+    """torch's functional multi-head attention, sequence first, with every option it has."""
+    heads, head_dim = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    E, L, S, N = heads * head_dim, draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(
+        st.integers(1, 2))
+    inputs = {"query": draw(arrays((L, N, E))), "key": draw(arrays((S, N, E))),
+              "value": draw(arrays((S, N, E))), "in_proj_weight": draw(arrays((3 * E, E))),
+              "in_proj_bias": draw(arrays((3 * E,))), "out_proj_weight": draw(arrays((E, E))),
+              "out_proj_bias": draw(arrays((E,)))}
+    if draw(st.booleans()):
+        inputs |= {"bias_k": draw(arrays((1, 1, E))), "bias_v": draw(arrays((1, 1, E)))}
+    params = {"embed_dim_to_check": E, "num_heads": heads, "add_zero_attn": draw(st.booleans()),
+              "dropout_p": 0.0, "need_weights": draw(st.booleans()),
+              "average_attn_weights": draw(st.booleans())}
+    if draw(st.booleans()):
+        params["key_padding_mask"] = np.zeros((N, S), bool)
+        params["key_padding_mask"][:, 1:] = draw(hnp.arrays(np.bool_, (N, S - 1)))
+    if draw(st.booleans()):
+        params["attn_mask"] = draw(arrays((L, S)))
+    return inputs, params
+
+
+def _multihead(module, **kw):
+    """Both outputs of a multi-head attention summed into one (the weights when returned)."""
+    kw.setdefault("bias_k", None)
+    kw.setdefault("bias_v", None)
+    output, weights = module.multi_head_attention_forward(**kw)
+    return output if weights is None else output.sum() + weights.sum()
+
+
+@st.composite
+def _rms_norm_inputs(draw):
+    lead = draw(shapes(0, 2, max_side=3))
+    normalized = draw(shapes(1, 2).filter(lambda s: math.prod(s) > 1))
+    inputs = {"x": draw(distinct_arrays(lead + normalized))}
+    if draw(st.booleans()):
+        inputs["weight"] = draw(arrays(normalized))
+    return inputs, {"normalized_shape": normalized, "eps": draw(st.sampled_from([1e-5, 1e-6]))}
+
+
+@st.composite
+def _gqa_inputs(draw):
+    """Grouped-query attention: 1–3 key/value heads, each shared by 1–3 query heads; no mask, a
+    boolean (L, S) mask, a float mask per query head or is_causal."""
+    batch = draw(shapes(0, 1, max_side=2))
+    kv_heads, group = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    queries, keys, width = (draw(st.integers(1, 4)) for _ in range(3))
+    heads = kv_heads * group
+    inputs = {"q": draw(arrays((*batch, heads, queries, width))),
+              "k": draw(arrays((*batch, kv_heads, keys, width))),
+              "v": draw(arrays((*batch, kv_heads, keys, width)))}
+    params = {"enable_gqa": True}
+    mask = draw(st.sampled_from(["none", "bool", "float", "causal"]))
+    if mask == "bool":
+        allowed = draw(hnp.arrays(np.bool_, (queries, keys)))
+        allowed[:, 0] = True
+        params["attn_mask"] = allowed
+    elif mask == "float":
+        inputs["attn_mask"] = draw(arrays((heads, queries, keys)))
+    elif mask == "causal":
+        params["is_causal"] = True
+    return inputs, params
+
+
+@st.composite
+def _rotary_inputs(draw):
+    """x (..., T, D) with D even, explicit position ids (..., T) (left padding makes them start
+    anywhere), a rope_theta."""
+    lead = draw(shapes(0, 2, max_side=2))
+    length, half = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    position_ids = draw(hnp.arrays(np.int64, (*lead[:1], length), elements=st.integers(0, 40)))
+    theta = draw(st.sampled_from([10000.0, 100000.0, 3.5]))
+    return ({"x": draw(arrays((*lead, length, 2 * half)))},
+            {"position_ids": position_ids, "theta": theta})
+
+
+def _rotary_ours(x, position_ids, theta):
+    cos, sin = F.rotary_cos_sin(position_ids, x.shape[-1], theta, x.dtype)
+    if x.ndim == 4:                                          # (B, heads, T, D): one angle per head
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return F.apply_rotary_pos_emb(x, cos, sin)
+
+
+def _rotary_theirs(torch, x, position_ids, theta):
+    """transformers' Llama RoPE (rotate_half form), in float64."""
+    dim = x.shape[-1]
+    inverse_frequency = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
+    angles = position_ids[..., None].double() * inverse_frequency
+    emb = torch.cat([angles, angles], dim=-1)
+    cos, sin = emb.cos(), emb.sin()
+    if x.ndim == 4:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    rotated = torch.cat([-x[..., dim // 2:], x[..., :dim // 2]], dim=-1)
+    return x * cos + rotated * sin
+
+
 LAYERS = [
+    OpCase("conv1d", _conv1d_inputs(), F.conv1d,
+           lambda torch, x, weight, bias=None, **kw: _tf(torch).conv1d(x, weight, bias, **kw)),
+    OpCase("multi_head_attention_forward", _multihead_inputs(), lambda **kw: _multihead(F, **kw),
+           lambda torch, **kw: _multihead(_tf(torch), **kw)),
     OpCase("layer_norm", _layer_norm_inputs(), F.layer_norm,
            lambda torch, x, normalized_shape, weight=None, bias=None, eps=1e-5:
            _tf(torch).layer_norm(x, normalized_shape, weight, bias, eps)),
@@ -439,6 +653,12 @@ LAYERS = [
            lambda torch, weight, ids, padding_idx: _tf(torch).embedding(ids, weight, padding_idx)),
     OpCase("scaled_dot_product_attention", _attention_inputs(), F.scaled_dot_product_attention,
            lambda torch, q, k, v, **kw: _tf(torch).scaled_dot_product_attention(q, k, v, **kw)),
+    OpCase("grouped_query_attention", _gqa_inputs(), F.scaled_dot_product_attention,
+           lambda torch, q, k, v, **kw: _tf(torch).scaled_dot_product_attention(q, k, v, **kw)),
+    OpCase("rms_norm", _rms_norm_inputs(), F.rms_norm,
+           lambda torch, x, normalized_shape, weight=None, eps=None:
+           _tf(torch).rms_norm(x, normalized_shape, weight, eps)),
+    OpCase("rotary_embedding", _rotary_inputs(), _rotary_ours, _rotary_theirs),
 ]
 
-CASES = ELEMENTWISE + MATRIX + REDUCTIONS + SHAPES + JOINING + LAYERS
+CASES = ELEMENTWISE + MATRIX + REDUCTIONS + SHAPES + INDEXING + JOINING + LAYERS

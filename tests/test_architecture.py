@@ -22,8 +22,12 @@ ALLOWED = {
     "backend": set(),
     "autograd": {"backend", "functional"},
     "functional": {"backend", "autograd"},
-    "nn": ENGINE,
+    "nn": ENGINE | {"optim"},            # nn.utils.clip_grad_norm_ is optim's
     "models": ENGINE | {"nn"},
+    # The transports (mpi4py, NCCL through CuPy) are known here alone, as the array libraries
+    # are in backend: not an engine module, so it may import them (lazily, when launched).
+    "distributed": {"backend", "autograd"},
+    "losses": ENGINE | {"distributed"},
     "optim": {"backend", "autograd"},
     "io": set(),
     "progress": set(),
@@ -32,12 +36,17 @@ ALLOWED = {
     "tokenizers": {"io"},
     "plots": {"io"},
     "testing": {"backend", "autograd"},
+    "cuda": {"backend"},
+    "serialization": {"backend", "autograd", "io"},
+    "utils": ENGINE,
+    "einops_backend": ENGINE | {"nn"},
     "eval": {"backend", "autograd"},
     "pretrained": ENGINE | {"nn", "models", "io"},
-    "recipes": ENGINE | {"nn", "models", "optim", "io", "progress", "preprocess", "data",
-                         "tokenizers", "plots", "eval", "pretrained", "__init__"},
-    "__main__": {"recipes"},
-    "__init__": ENGINE | {"pretrained"},
+    "recipes": ENGINE | {"nn", "models", "losses", "optim", "distributed", "io", "progress",
+                         "preprocess", "data", "tokenizers", "plots", "eval", "pretrained",
+                         "__init__"},
+    "__main__": {"recipes", "distributed"},
+    "__init__": ENGINE | {"pretrained", "cuda", "serialization", "einops_backend"},
 }
 SANCTIONED_CYCLE = ("minivlm.autograd", "minivlm.functional")
 

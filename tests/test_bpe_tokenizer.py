@@ -1,8 +1,10 @@
 """Byte-level BPE: training against a naive trainer, encoding against a sequential merger,
-pre-tokenization against Hugging Face `tokenizers`, exact round trips, files, errors, corpus."""
+pre-tokenization against Hugging Face `tokenizers`, exact round trips, Hugging Face
+tokenizer.json files both ways (against the `tokenizers` package), errors, corpus."""
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -193,8 +195,89 @@ def test_save_load_round_trip(tokenizer, tmp_path):
 def test_load_rejects_other_json(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"merges": []}))
-    expected = r"not a saved BPETokenizer .*missing keys \['format', 'special_tokens'\]"
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(ValueError, match=r"other.json is not a Hugging Face tokenizer.json "
+                                         r"\(it has no 'model'\)"):
+        BPETokenizer.load(path)
+
+
+# ---------------------------------------------------------------------- Hugging Face tokenizer.json
+
+HF_FIXTURE = Path(__file__).with_name("fixtures") / "bpe_tokenizer"
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizer():
+    return BPETokenizer.load(HF_FIXTURE / "tokenizer.json")
+
+
+def test_reads_a_hugging_face_byte_level_bpe_exactly(hf_tokenizer):
+    """The committed fixture (SmolLM2's kind: digits one by one, special tokens numbered
+    first): the ids and texts the `tokenizers` package gave."""
+    expected = json.loads((HF_FIXTURE / "expected.json").read_text(encoding="utf-8"))
+    assert hf_tokenizer.special_tokens == {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
+    assert hf_tokenizer.split_digits
+    for text, ids, decoded in zip(expected["texts"], expected["ids"], expected["decoded"]):
+        assert hf_tokenizer.encode(text) == ids, text
+        assert hf_tokenizer.decode(ids) == decoded == text
+
+
+def test_merges_go_by_rank_not_by_id(tmp_path):
+    """The merges list, not the ids, sets the order of merging: the fixture with the ids of its
+    merged tokens reversed encodes each text to the same tokens under their new ids."""
+    config = json.loads((HF_FIXTURE / "tokenizer.json").read_text(encoding="utf-8"))
+    vocab = config["model"]["vocab"]
+    merged = sorted(vocab[left + right] for left, right in config["model"]["merges"])
+    new_id = dict(zip(merged, reversed(merged)))
+    config["model"]["vocab"] = {token: new_id.get(i, i) for token, i in vocab.items()}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(config))
+    tokenizer = BPETokenizer.load(tmp_path / "tokenizer.json")
+    expected = json.loads((HF_FIXTURE / "expected.json").read_text(encoding="utf-8"))
+    for text, ids in zip(expected["texts"], expected["ids"]):
+        assert tokenizer.encode(text) == [new_id.get(i, i) for i in ids], text
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(mixed_text | st.sampled_from(["<|im_start|>", "<|im_end|>", " 123", "4.5"]),
+                max_size=4))
+def test_hugging_face_tokenizer_matches_the_tokenizers_package(hf_tokenizer, parts):
+    tokenizers = pytest.importorskip("tokenizers")
+    theirs = tokenizers.Tokenizer.from_file(str(HF_FIXTURE / "tokenizer.json"))
+    text = "".join(parts)
+    ids = theirs.encode(text).ids
+    assert hf_tokenizer.encode(text) == ids
+    assert hf_tokenizer.decode(ids) == theirs.decode(ids, skip_special_tokens=False)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(mixed_text | st.sampled_from(SPECIALS), max_size=4))
+def test_the_tokenizers_package_reads_what_save_writes(tokenizer, tmp_path_factory, parts):
+    tokenizers = pytest.importorskip("tokenizers")
+    path = tmp_path_factory.getbasetemp() / "saved-tokenizer.json"
+    if not path.exists():
+        tokenizer.save(path)
+    theirs = tokenizers.Tokenizer.from_file(str(path))
+    text = "".join(parts)
+    ids = tokenizer.encode(text)
+    assert theirs.encode(text).ids == ids
+    assert theirs.decode(ids, skip_special_tokens=False) == text
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda c: c["model"].update(type="WordPiece"), "model type 'WordPiece'"),
+    (lambda c: c.update(pre_tokenizer={"type": "Metaspace", "replacement": "▁"}),
+     r"pre_tokenizer \['Metaspace'\]"),
+    (lambda c: c.update(normalizer={"type": "NFC"}), "normalizer 'NFC'"),
+    (lambda c: c.update(decoder={"type": "Metaspace"}), "decoder 'Metaspace'"),
+    (lambda c: c["model"].update(byte_fallback=True), "model's byte_fallback True"),
+    (lambda c: c.update(post_processor={"type": "TemplateProcessing"}),
+     "post_processor 'TemplateProcessing'"),
+])
+def test_other_tokenizer_kinds_are_a_clear_error_naming_them(tmp_path, change, named):
+    config = json.loads((HF_FIXTURE / "tokenizer.json").read_text(encoding="utf-8"))
+    change(config)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"{named} is not supported: minivlm reads byte-level"):
         BPETokenizer.load(path)
 
 

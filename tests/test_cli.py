@@ -154,6 +154,7 @@ def test_info_runs(capsys):
 def test_the_console_script_is_the_same_main():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"minivlm": "minivlm.__main__:main"}
-    assert set(COMMANDS) == {"info", "train-clip", "train-vision", "train-lm", "zero-shot"}
+    assert set(COMMANDS) == {"info", "train-clip", "train-vision", "train-lm", "zero-shot",
+                             "generate"}
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and all(name in help_text.stdout for name in COMMANDS)

@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st
 
 import minivlm as mv
 from make_vision_fixtures import randomize_minivlm
-from minivlm.models.clip import (CLIP, CONFIGS, CLIPConfig, CLIPVisionConfig, clip_config,
-                                 clip_loss)
+from minivlm.losses import clip_loss
+from minivlm.models.clip import CLIP, CONFIGS, CLIPConfig, CLIPVisionConfig, clip_config
 from minivlm.models.text import ResidualAttentionBlock, CLIPTextConfig
 from minivlm.testing import assert_close, gradcheck
 from reference import clip as reference
@@ -31,9 +31,9 @@ def tiny_config(activation="quick_gelu", resnet=False, eos_token_id=None):
         vision = CLIPVisionConfig(image_resolution=32, layers=(1, 1, 1, 1), width=2, heads=2)
     else:
         vision = CLIPVisionConfig(image_resolution=8, layers=1, width=8, patch_size=4, heads=2,
-                              mlp_width=5, activation=activation)
+                                  mlp_width=5, activation=activation)
     text = CLIPTextConfig(context_length=5, vocab_size=11, width=8, layers=2, heads=2, mlp_width=7,
-                      activation=activation, eos_token_id=eos_token_id)
+                          activation=activation, eos_token_id=eos_token_id)
     return CLIPConfig(embed_dim=6, vision=vision, text=text)
 
 
@@ -265,9 +265,10 @@ def test_openai_initialisation():
     width, layers, vision_width = 64, 3, 96
     mv.manual_seed(0)
     model = CLIP(CLIPConfig(embed_dim=48,
-                            vision=CLIPVisionConfig(image_resolution=64, layers=1, width=vision_width,
-                                                patch_size=4, heads=2),
-                            text=CLIPTextConfig(vocab_size=1000, width=width, layers=layers, heads=2)))
+                            vision=CLIPVisionConfig(image_resolution=64, layers=1,
+                                                    width=vision_width, patch_size=4, heads=2),
+                            text=CLIPTextConfig(vocab_size=1000, width=width, layers=layers,
+                                                heads=2)))
     params = dict(model.named_parameters())
     proj_std = width ** -0.5 * (2 * layers) ** -0.5
     expected_std = {"text.token_embedding.weight": 0.02, "text.positional_embedding": 0.01,
@@ -299,7 +300,7 @@ def test_resnet_encoder_initialisation():
     """OpenAI's: the attention pool's projections N(0, 1/C), each block's last batch norm zero."""
     mv.manual_seed(0)
     model = CLIP(CLIPConfig(embed_dim=32, vision=CLIPVisionConfig(image_resolution=64,
-                                                              layers=(2, 1, 1, 1), width=4),
+                                                                  layers=(2, 1, 1, 1), width=4),
                             text=CLIPTextConfig(width=16, heads=2, layers=1)))
     pool = model.visual.attnpool
     for proj in (pool.q_proj, pool.k_proj, pool.v_proj, pool.c_proj):

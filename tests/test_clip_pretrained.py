@@ -150,7 +150,7 @@ def to_openai(hf_checkpoint):
 def fixture_config():
     """clip_tiny's hyperparameters, written out (its heads do not follow OpenAI's width // 64)."""
     return CLIPConfig(16, CLIPVisionConfig(image_resolution=32, layers=2, width=40, patch_size=8,
-                                       heads=4),
+                                           heads=4),
                       CLIPTextConfig(context_length=77, vocab_size=18, width=24, layers=2, heads=2))
 
 
@@ -183,7 +183,7 @@ def test_config_is_inferred_from_openai_shapes(tmp_path, vision):
     and block counts, resolution, patch size, context, vocabulary, embed_dim; heads by OpenAI's
     rule, which these configs follow."""
     config = CLIPConfig(48, vision, CLIPTextConfig(context_length=9, vocab_size=30, width=64,
-                                               layers=3, heads=1, mlp_width=100))
+                                                   layers=3, heads=1, mlp_width=100))
     model = randomize_minivlm(CLIP(config), seed=0)
     save_clip(model, tmp_path / "with_metadata.safetensors")
     io.save_safetensors(io.load_safetensors(tmp_path / "with_metadata.safetensors"),
@@ -335,7 +335,7 @@ def test_zero_shot_prints_softmax_of_scaled_cosines(tmp_path, template, caption)
     """Probabilities = softmax(exp(logit_scale)·cos) from reference/clip.py, fed our encoders'
     features of the preprocessed images and the tokenized captions."""
     config = CLIPConfig(8, CLIPVisionConfig(image_resolution=32, layers=1, width=8, patch_size=16,
-                                        heads=2),
+                                            heads=2),
                         CLIPTextConfig(context_length=12, width=8, layers=1, heads=2))
     model = randomize_minivlm(CLIP(config).eval(), seed=3)
     save_clip(model, tmp_path / "clip.safetensors")

@@ -75,8 +75,8 @@ def test_ensemble_prompts_rejects_a_flat_array():
 @pytest.fixture(scope="module")
 def tiny_clip():
     mv.manual_seed(0)
-    return CLIP(CLIPConfig(16, CLIPVisionConfig(image_resolution=16, layers=1, width=32, patch_size=8,
-                                            heads=2),
+    return CLIP(CLIPConfig(16, CLIPVisionConfig(image_resolution=16, layers=1, width=32,
+                                                patch_size=8, heads=2),
                            CLIPTextConfig(context_length=16, width=32, layers=1, heads=2)))
 
 

@@ -16,7 +16,8 @@ import minivlm.functional as F
 from minivlm import autograd, backend
 from minivlm.functional import cpu
 from minivlm.models import SwinConfig, SwinTransformer, ViT, ViTConfig
-from minivlm.models.clip import CLIP, clip_config, clip_loss
+from minivlm.losses import clip_loss
+from minivlm.models.clip import CLIP, clip_config
 from minivlm.models.resnet import ModifiedResNet
 from minivlm.testing import assert_close
 from op_cases import CASES, ours_params

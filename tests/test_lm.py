@@ -14,7 +14,7 @@ from minivlm.__main__ import main
 from minivlm.data.text import corpus
 from minivlm.models.lm import (IGNORE_INDEX, CausalLM, LMConfig, MaskedLM,
                                SentenceClassificationHead, TokenClassificationHead, build_model,
-                               fill_mask, generate, lm_loss, mask_tokens)
+                               fill_mask, lm_loss, mask_tokens)
 from minivlm.recipes.common import METRICS_FILE, STATE_FILE, read_metrics
 from minivlm.recipes import lm as lm_recipe
 from minivlm.recipes.lm import (consecutive_windows, evaluate, held_out_sentences,
@@ -275,7 +275,7 @@ def test_generate_samples_from_the_softmax_with_temperature():
     tolerance = 6 * np.sqrt(expected * (1 - expected) / len(prompt))    # 6 standard deviations
     assert (np.abs(_softmax(logits) - expected) > 3 * tolerance).any()   # so T = 1 would fail
     mv.manual_seed(0)
-    sampled = generate(model, prompt, max_new_tokens=1, temperature=0.7)[:, -1]
+    sampled = model.generate(prompt, max_new_tokens=1, do_sample=True, temperature=0.7)[:, -1]
     frequency = np.bincount(sampled, minlength=12) / len(sampled)
     assert (np.abs(frequency - expected) < tolerance).all(), (frequency, expected)
 
@@ -285,10 +285,11 @@ def test_generate_samples_from_the_softmax_with_temperature():
 def test_generate_samples_among_the_top_k_of_its_context(top_k, seed, tokenizer):
     model = scramble(tiny_model("causal", seed=seed), std=1.0)      # context_length 12
     mv.manual_seed(seed)
-    ids = generate(model, ordinary_ids(tokenizer, (3, 4), seed), max_new_tokens=10, top_k=top_k)
-    assert ids.shape == (3, 14)
-    for t in range(4, 14):                       # token t was drawn from its last 12 tokens
-        logits = model(ids[:, max(0, t - 12):t]).numpy()[:, -1]
+    ids = model.generate(ordinary_ids(tokenizer, (3, 4), seed), max_new_tokens=8, do_sample=True,
+                         top_k=top_k)
+    assert ids.shape == (3, 12)
+    for t in range(4, 12):                       # token t was drawn after the tokens before it
+        logits = model(ids[:, :t]).numpy()[:, -1]
         top = np.argsort(logits, axis=-1)[:, -top_k:]
         assert (top == ids[:, t, None]).any(axis=1).all(), f"token {t} is not in the top {top_k}"
 
@@ -298,13 +299,13 @@ def test_generate_stops_at_eos_and_checks_its_arguments(tokenizer):
     model.token_embedding.weight.data[tokenizer.eos_id] = 1.0
     model.norm.weight.data[...] = 0.0
     model.norm.bias.data[...] = 1.0            # every position's logits: E · 1, largest for </s>
-    ids = generate(model, ordinary_ids(tokenizer, (2, 3)), max_new_tokens=10,
-                   eos_id=tokenizer.eos_id)
+    ids = model.generate(ordinary_ids(tokenizer, (2, 3)), max_new_tokens=10, do_sample=True,
+                         eos_token_id=tokenizer.eos_id)
     assert ids.shape == (2, 4) and (ids[:, -1] == tokenizer.eos_id).all()
     with pytest.raises(ValueError, match="temperature must be > 0, got 0"):
-        generate(model, ids, 3, temperature=0)
-    with pytest.raises(ValueError, match=r"prompt_ids must be \(B, T0\).*\(3,\)"):
-        generate(model, ids[0, :3], 3)
+        model.generate(ids, 3, do_sample=True, temperature=0)
+    with pytest.raises(ValueError, match=r"input_ids must be \(B, T\).*\(3,\)"):
+        model.generate(ids[0, :3], 3)
 
 
 def test_fill_mask_puts_the_likeliest_ordinary_token_in_each_mask(tokenizer):
@@ -431,6 +432,11 @@ def test_train_lm_command_trains_saves_and_reuses_the_tokenizer(objective, tmp_p
     assert len(read_metrics(out)) == 2
     model = mv.load_pretrained(out)
     assert isinstance(model, CausalLM if objective == "causal" else MaskedLM)
+    if objective == "causal":                       # a directory `minivlm generate` reads
+        assert (config_json["bos_token_id"], config_json["eos_token_id"]) == (256, 257)
+        capsys.readouterr()
+        assert main(["generate", "--model", str(out), "<s>the red", "--max-new-tokens", "4"]) == 0
+        assert capsys.readouterr().out.startswith("<s>the red")
 
     assert main(argv + ["--out", str(out)]) == 2
     assert "holds a run already: continue it with --resume" in capsys.readouterr().err

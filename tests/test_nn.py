@@ -71,6 +71,19 @@ def test_layer_norm_defaults_are_torchs():
 
 
 @settings(max_examples=20, deadline=None)
+@given(batch=batch_shapes, shape=st.lists(st.integers(2, 4), min_size=1, max_size=2).map(tuple),
+       affine=st.booleans(), eps=st.sampled_from([None, 1e-6, 0.1]))
+def test_rms_norm_matches_torch(batch, shape, affine, eps):
+    ours = nn.RMSNorm(shape, eps=eps, elementwise_affine=affine).double()
+    theirs = torch.nn.RMSNorm(shape, eps=eps, elementwise_affine=affine).double()
+    for p in ours.parameters():  # move away from the ones init so the test can fail
+        nn.init.normal_(p)
+    _copy_into_torch(ours, theirs)
+    x = np.random.default_rng(2).standard_normal(batch + shape)
+    _compare_forward_backward(ours, theirs, x)
+
+
+@settings(max_examples=20, deadline=None)
 @given(batch=batch_shapes, vocab=st.integers(1, 6), dim=st.integers(1, 4), seed=st.integers(0, 99),
        padding=st.booleans())
 def test_embedding_matches_torch(batch, vocab, dim, seed, padding):
@@ -85,7 +98,7 @@ def test_embedding_matches_torch(batch, vocab, dim, seed, padding):
 
 @pytest.mark.parametrize("activation, torch_activation", [
     (nn.GELU, torch.nn.GELU), (lambda: nn.GELU("tanh"), lambda: torch.nn.GELU("tanh")),
-    (nn.ReLU, torch.nn.ReLU), (nn.QuickGELU, None)])
+    (nn.ReLU, torch.nn.ReLU), (nn.SiLU, torch.nn.SiLU), (nn.QuickGELU, None)])
 def test_mlp_matches_torch(activation, torch_activation):
     class QuickGELU(torch.nn.Module):  # as in OpenAI's CLIP model.py
         def forward(self, x):

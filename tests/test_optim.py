@@ -292,6 +292,17 @@ def test_clip_grad_norm_by_hand():
         optim.clip_grad_norm_([p], 1.0, error_if_nonfinite=True)
 
 
+def test_clip_grad_norm_scales_the_gradient_of_a_0d_parameter():
+    """NumPy's reductions give scalars, yet the gradient backward leaves in a 0-d parameter (CLIP's
+    logit_scale) must be an array that clipping scales in place."""
+    scale, weight = mv.Parameter(mv.full((), 3.0)), mv.Parameter(mv.ones(4))
+    ((scale * 10).sum() + (weight * 10).sum()).backward()
+    optim.clip_grad_norm_([scale, weight], 1.0)
+    coefficient = 1 / (math.sqrt(5 * 10 ** 2) + 1e-6)   # five gradients of 10
+    np.testing.assert_allclose(scale.grad.numpy(), 10 * coefficient, rtol=1e-6)
+    np.testing.assert_allclose(weight.grad.numpy(), [10 * coefficient] * 4, rtol=1e-6)
+
+
 def test_decay_matrices_only_splits_matrices_from_vectors():
     layer = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
     decayed, kept = optim.decay_matrices_only(layer.parameters())

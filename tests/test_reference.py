@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from reference import attention as ra
 from reference import clip as rc
+from reference import llama as rl
 from reference import resnet as rr
 from reference import swin as rs
 from reference import transformer as rt
@@ -763,3 +764,98 @@ def test_zero_shot_prediction():
     image_embeddings = np.array([3.0 * classifier[2], 0.5 * classifier[0]])
     I_f = image_embeddings @ np.linalg.pinv(W_i)  # image features that project onto them
     assert rc.zero_shot_predict(I_f, W_i, classifier).tolist() == [2, 0]
+
+
+# ------------------------------------------------------------------------------------------ llama
+# reference/llama.py against the library (minivlm.functional, models.llama) in float64
+
+def _mv():
+    import minivlm as mv
+    import minivlm.functional as F
+    return mv, F
+
+
+@SETTINGS
+@given(rows=st.integers(1, 4), D=st.integers(2, 9), eps=st.sampled_from([1e-5, 1e-6]),
+       seed=st.integers(0, 10_000))
+def test_rms_norm_matches_the_library(rows, D, eps, seed):
+    mv, F = _mv()
+    rng = np.random.default_rng(seed)
+    h, gamma = rng.standard_normal((rows, D)), rng.standard_normal(D)
+    expected = F.rms_norm(mv.tensor(h), D, mv.tensor(gamma), eps).numpy()
+    assert_close(rl.rms_norm(h, gamma, eps), expected)
+
+
+def test_rms_norm_by_hand():
+    h = np.array([[3.0, -4.0]])                 # rms = √((9 + 16) / 2) = √12.5
+    assert_close(rl.rms_norm(h, np.ones(2), eps=0.0), h / np.sqrt(12.5))
+
+
+@SETTINGS
+@given(L=st.integers(1, 5), half=st.integers(1, 4), theta=st.sampled_from([10000.0, 500.0]),
+       seed=st.integers(0, 10_000))
+def test_rope_matches_the_library(L, half, theta, seed):
+    mv, F = _mv()
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 3, L, 2 * half))            # (N, heads, L, d)
+    positions = rng.integers(0, 50, size=(2, L))
+    cos, sin = F.rotary_cos_sin(positions, 2 * half, theta, "float64")
+    expected = F.apply_rotary_pos_emb(mv.tensor(x), cos.unsqueeze(1), sin.unsqueeze(1)).numpy()
+    assert_close(rl.rope(x, positions[:, None], theta), expected)
+
+
+def test_rope_scores_depend_only_on_the_relative_position():
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal(8), rng.standard_normal(8)
+    score = [rl.rope(q[None], [m])[0] @ rl.rope(k[None], [n])[0] for m, n in ((5, 2), (13, 10))]
+    assert_close(score[0], score[1])
+
+
+@SETTINGS
+@given(kv_heads=st.integers(1, 3), group=st.integers(1, 3), L=st.integers(1, 4),
+       S=st.integers(1, 4), masked=st.booleans(), seed=st.integers(0, 10_000))
+def test_grouped_query_attention_matches_the_library(kv_heads, group, L, S, masked, seed):
+    mv, F = _mv()
+    rng = np.random.default_rng(seed)
+    Q = rng.standard_normal((2, kv_heads * group, L, 3))
+    K, V = rng.standard_normal((2, kv_heads, S, 3)), rng.standard_normal((2, kv_heads, S, 3))
+    mask = np.triu(np.ones((L, S), dtype=bool), k=1) if masked and L <= S else None
+    expected = F.scaled_dot_product_attention(
+        mv.tensor(Q), mv.tensor(K), mv.tensor(V), enable_gqa=True,
+        attn_mask=None if mask is None else ~mask).numpy()
+    assert_close(rl.grouped_query_attention(Q, K, V, mask), expected)
+
+
+def test_swiglu_mlp_matches_the_library():
+    mv, _ = _mv()
+    from minivlm.models.llama import LlamaConfig, LlamaMLP
+    mlp = LlamaMLP(LlamaConfig(hidden_size=6, intermediate_size=7, num_attention_heads=1)).double()
+    x = np.random.default_rng(0).standard_normal((2, 3, 6))
+    W = {name: p.numpy() for name, p in mlp.state_dict().items()}
+    assert_close(rl.swiglu_mlp(x, W["gate_proj.weight"], W["up_proj.weight"],
+                               W["down_proj.weight"]), mlp(mv.tensor(x)).numpy())
+
+
+def test_llama_block_and_model_match_the_library():
+    """The committed fixture (GQA, head_dim 4 of hidden 30, rope_theta 500): one block, then the
+    whole model."""
+    from pathlib import Path
+
+    mv, F = _mv()
+    fixture = Path(__file__).with_name("fixtures") / "llama_tiny"
+    model = mv.load_pretrained(fixture, dtype="float64")
+    c = model.config
+    config = dict(heads=c.num_attention_heads, kv_heads=c.num_key_value_heads,
+                  head_dim=c.head_dim, rope_theta=c.rope_theta, eps=c.rms_norm_eps,
+                  layers=c.num_hidden_layers)
+    weights = {name: p.numpy() for name, p in model.state_dict().items()}
+    ids = np.load(fixture / "expected.npz")["input_ids"]
+    x = np.random.default_rng(1).standard_normal((2, 9, c.hidden_size))
+    positions = np.broadcast_to(np.arange(9), (2, 9))
+    causal = np.triu(np.ones((9, 9), dtype=bool), k=1)
+    cos, sin = F.rotary_cos_sin(positions, c.head_dim, c.rope_theta, "float64")
+    expected = model.model.layers[1](mv.tensor(x), cos.unsqueeze(1), sin.unsqueeze(1),
+                                     mv.tensor(~causal)[None, None])
+    assert_close(rl.llama_block(x, weights, "model.layers.1.", config, positions, causal),
+                 expected.numpy())
+    assert_close(rl.llama_logits(ids, weights, config), model(ids).numpy())

@@ -25,7 +25,7 @@ from minivlm.testing import assert_close
 from minivlm.tokenizers import CLIPTokenizer
 
 TINY_MODEL = CLIPConfig(32, CLIPVisionConfig(image_resolution=16, layers=1, width=32, patch_size=8,
-                                         heads=2),
+                                             heads=2),
                         CLIPTextConfig(context_length=16, width=32, layers=1, heads=2))
 
 
@@ -207,7 +207,7 @@ def test_train_config_checks_its_values_and_survives_json():
     assert TrainConfig(**json.loads(json.dumps(dataclasses.asdict(config)))) == config
 
 
-# --- the run directory is a Hugging Face CLIPModel ---------------------------------------------------
+# --- the run directory is a Hugging Face CLIPModel -------------------------------------------
 
 def test_transformers_loads_the_run_directory_and_gives_the_same_logits(tmp_path):
     torch = pytest.importorskip("torch")

@@ -1,5 +1,7 @@
 """Scaled dot-product attention, as FlashAttention computes it on the CPU: in blocks over the
-batch dims, keeping only each query's log-sum-exp for backward (see ScaledDotProductAttention).
+batch dims, keeping only each query's log-sum-exp for backward (see ScaledDotProductAttention);
+grouped-query attention (key/value heads shared by groups of query heads) through it; and rotary
+position embeddings (RoPE, Su et al. 2021, in the rotate_half form of transformers' Llama).
 """
 import itertools
 import math
@@ -117,19 +119,88 @@ def attention_softmax(e):
 
 
 def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False,
-                                 scale=None):
+                                 scale=None, enable_gqa=False):
     """Attention as torch's F.scaled_dot_product_attention.
 
     q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev). A boolean attn_mask marks with
     True the pairs that may attend (as torch); a float mask is added to the scores and receives a
-    gradient. dropout_p applies to the probabilities (pass 0 in eval)."""
+    gradient. dropout_p applies to the probabilities (pass 0 in eval). enable_gqa: q may have
+    more heads (dim -3) than k and v, a multiple of theirs (grouped-query attention)."""
     if q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
         raise ValueError(f"scaled_dot_product_attention: q {tuple(q.shape)}, k {tuple(k.shape)} and "
                          f"v {tuple(v.shape)} must agree as (..., L, E), (..., S, E), (..., S, Ev)")
     kwargs = dict(is_causal=is_causal, scale=scale, dropout_p=dropout_p)
+    if enable_gqa and q.ndim >= 3 and q.shape[-3] != k.shape[-3]:
+        return grouped_query_attention(q, k, v, attn_mask, **kwargs)
     if attn_mask is None:
         return ScaledDotProductAttention.apply(q, k, v, **kwargs)
     mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(attn_mask)
     if mask.dtype == bool:
         return ScaledDotProductAttention.apply(q, k, v, attn_mask=mask.data, **kwargs)
     return ScaledDotProductAttention.apply(q, k, v, mask, **kwargs)
+
+
+def grouped_query_attention(q, k, v, attn_mask=None, **kwargs):
+    """Attention of q (..., H, L, E) over k, v (..., H_kv, S, E) whose heads are each shared by a
+    group of G = H / H_kv query heads: query head h reads key/value head h // G (transformers'
+    repeat_kv). The groups become a broadcast dim, so k and v are never copied G times."""
+    *batch, heads, L, _ = q.shape
+    kv_heads = k.shape[-3]
+    if v.shape[-3] != kv_heads or heads % kv_heads:
+        raise ValueError(f"scaled_dot_product_attention: with enable_gqa the {heads} query heads "
+                         f"of q {tuple(q.shape)} must be a multiple of the key/value heads of "
+                         f"k {tuple(k.shape)} and v {tuple(v.shape)}")
+    group = heads // kv_heads
+    q = q.reshape(*batch, kv_heads, group, L, q.shape[-1])
+    if attn_mask is not None:
+        mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(attn_mask)
+        attn_mask = (mask.reshape(*mask.shape[:-3], kv_heads, group, *mask.shape[-2:])
+                     if mask.ndim >= 3 and mask.shape[-3] == heads else
+                     mask.unsqueeze(-3) if mask.ndim >= 3 else mask)
+    y = scaled_dot_product_attention(q, k.unsqueeze(-3), v.unsqueeze(-3), attn_mask, **kwargs)
+    return y.reshape(*batch, heads, L, v.shape[-1])
+
+
+# --- rotary position embeddings ----------------------------------------------------------------
+
+def rotate_half(x):
+    """(x1, x2) -> (−x2, x1), the halves of the last dim: each pair (x_i, x_{i+D/2}) turned by
+    90°."""
+    half = x.shape[-1] // 2
+    return backend.xp_of(x).concatenate([-x[..., half:], x[..., :half]], axis=-1)
+
+
+class RotaryEmbedding(Function):
+    """x·cos + rotate_half(x)·sin: each pair (x_i, x_{i+D/2}) turned by its angle. cos and sin
+    (constants) broadcast to x."""
+
+    def forward(self, x, cos, sin):
+        self.shape, self.cos, self.sin = x.shape, cos, sin
+        return x * cos + rotate_half(x) * sin
+
+    def backward(self, g):
+        # rotate_half is a rotation by 90°; its transpose, the rotation back, is −rotate_half
+        return unbroadcast(g * self.cos - rotate_half(g * self.sin), self.shape)
+
+
+def rotary_cos_sin(position_ids, dim, theta=10000.0, dtype="float32"):
+    """cos and sin of the RoPE angles, (..., T, dim) Tensors for integer position_ids (..., T):
+    position p turns pair i (of dim/2) by p·θ^(−2i/dim), and the angles repeat for the second
+    half of the dim (the rotate_half layout). Computed in float32, as transformers does, or in
+    float64 for float64."""
+    ids = position_ids.data if isinstance(position_ids, Tensor) else position_ids
+    xp = backend.xp_of(ids)
+    wide = xp.dtype("float64" if xp.dtype(dtype) == xp.float64 else "float32")
+    inverse_frequency = 1 / wide.type(theta) ** (xp.arange(0, dim, 2).astype(wide) / wide.type(dim))
+    angles = ids[..., None].astype(wide) * inverse_frequency
+    angles = xp.concatenate([angles, angles], axis=-1)
+    return Tensor(xp.cos(angles).astype(dtype)), Tensor(xp.sin(angles).astype(dtype))
+
+
+def apply_rotary_pos_emb(x, cos, sin):
+    """x (..., T, D) with each position's pairs turned by its angles (cos, sin from
+    rotary_cos_sin, broadcastable to x) -> the shape of x."""
+    if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] or sin.shape != cos.shape:
+        raise ValueError(f"apply_rotary_pos_emb: x {tuple(x.shape)} needs an even last dim, "
+                         f"and cos {tuple(cos.shape)} and sin {tuple(sin.shape)} of that width")
+    return RotaryEmbedding.apply(x, cos=cos.data, sin=sin.data)

@@ -9,6 +9,7 @@ import numbers
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import xp_of
+from .tensor_ops import squeeze, unsqueeze
 
 
 def as_pair(value, name):
@@ -152,6 +153,25 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     _check_windows_fit(x, weight.shape[2:], padding, "conv2d")
     tensors = (x, weight) if bias is None else (x, weight, bias)
     return Conv2d.apply(*tensors, stride=stride, padding=padding, groups=groups)
+
+
+def conv1d(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """1-d convolution as torch's F.conv1d: x (N, C, L), weight (O, C/groups, k), bias (O,)
+    -> (N, O, L') with L' = (L + 2·padding − k) // stride + 1; conv2d over a height of 1."""
+    if x.ndim != 3 or weight.ndim != 3:
+        raise ValueError(f"conv1d: expected x (N, C, L) and weight (O, C/groups, k), got shapes "
+                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+    y = conv2d(unsqueeze(x, 2), unsqueeze(weight, 2), bias, stride=(1, _single(stride, "stride")),
+               padding=(0, _single(padding, "padding")), groups=groups)
+    return squeeze(y, 2)
+
+
+def _single(value, name):
+    """An int, or a 1-tuple of one (torch's conv1d spelling), as an int."""
+    value = value[0] if isinstance(value, (tuple, list)) and len(value) == 1 else value
+    if not isinstance(value, numbers.Integral):
+        raise ValueError(f"conv1d {name} must be an int, got {value!r}")
+    return value
 
 
 def _pool_args(x, kernel_size, stride, padding, op):

@@ -16,6 +16,7 @@ from .. import backend
 from ..backend import xp_of
 
 BLOCK = 1 << 16  # elements per block: 256 KiB of float32
+FEW_ROWS = 16    # a linear layer of at most this many rows multiplies as (W xᵀ)ᵀ (layers.Linear)
 
 
 def as_rows(a):

@@ -1,8 +1,8 @@
 """Elementwise ops: arithmetic with broadcasting, the unary ops and the activations.
 
 The binary ops lift a Python number or array operand to a constant Tensor (`lift`,
-`as_operands`), in the tensor's dtype for numbers. GELU and QuickGELU keep only x and recompute
-the rest in backward; on the CPU they run block by block (cpu.by_blocks).
+`as_operands`), in the tensor's dtype for numbers. GELU, QuickGELU and SiLU keep only x and
+recompute the rest in backward; on the CPU they run block by block (cpu.by_blocks).
 """
 import math
 import numbers
@@ -156,6 +156,22 @@ class Tanh(Function):
 
 
 
+class Sin(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).sin(x)
+
+    def backward(self, g): return g * xp_of(g).cos(self.x)
+
+
+class Cos(Function):
+    def forward(self, x):
+        self.x = x
+        return xp_of(x).cos(x)
+
+    def backward(self, g): return -g * xp_of(g).sin(self.x)
+
+
 class Sigmoid(Function):
     def forward(self, x):
         self.y = scaled_sigmoid(x)
@@ -227,35 +243,51 @@ _INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
 _GELU_C = math.sqrt(2 / math.pi)
 
 
-class QuickGELU(Function):
-    """x·σ(1.702x), OpenAI CLIP's approximation of GELU. Keeps only x, block by block."""
+class SigmoidWeighted(Function):
+    """x·σ(scale·x): QuickGELU (scale 1.702, OpenAI CLIP's approximation of GELU) and SiLU
+    (scale 1, the swish of Llama's MLP). Keeps only x, block by block."""
+    rows = grad_rows = None  # each subclass's functions of rows (a fused kernel stands in on GPU)
 
     def forward(self, x):
         self.x = x
-        return by_blocks(quick_gelu_rows, [as_rows(x)])[0].reshape(x.shape)
+        return by_blocks(self.rows, [as_rows(x)])[0].reshape(x.shape)
 
     def backward(self, g):
         x = self.x
-        return by_blocks(quick_gelu_grad_rows, [as_rows(x), as_rows(g)])[0].reshape(x.shape)
+        return by_blocks(self.grad_rows, [as_rows(x), as_rows(g)])[0].reshape(x.shape)
 
 
-def quick_gelu_rows(x):
-    """x·σ(1.702x), for rows x."""
-    y = scaled_sigmoid(x, 1.702)
+def x_sigmoid_rows(x, scale):
+    """x·σ(scale·x), for rows x."""
+    y = scaled_sigmoid(x, scale)
     y *= x
     return (y,)
 
 
-def quick_gelu_grad_rows(x, g):
-    """g · σ(1.702x) · (1 + 1.702x·(1 − σ(1.702x)))."""
-    s = scaled_sigmoid(x, 1.702)
+def x_sigmoid_grad_rows(x, g, scale):
+    """g · σ(scale·x) · (1 + scale·x·(1 − σ(scale·x)))."""
+    s = scaled_sigmoid(x, scale)
     grad = 1 - s
     grad *= x
-    grad *= 1.702
+    grad *= scale
     grad += 1
     grad *= s
     grad *= g
     return (grad,)
+
+
+def quick_gelu_rows(x): return x_sigmoid_rows(x, 1.702)
+def quick_gelu_grad_rows(x, g): return x_sigmoid_grad_rows(x, g, 1.702)
+def silu_rows(x): return x_sigmoid_rows(x, 1.0)
+def silu_grad_rows(x, g): return x_sigmoid_grad_rows(x, g, 1.0)
+
+
+class QuickGELU(SigmoidWeighted):
+    rows, grad_rows = staticmethod(quick_gelu_rows), staticmethod(quick_gelu_grad_rows)
+
+
+class SiLU(SigmoidWeighted):
+    rows, grad_rows = staticmethod(silu_rows), staticmethod(silu_grad_rows)
 
 
 def neg(x): return Neg.apply(x)
@@ -264,8 +296,11 @@ def log(x): return Log.apply(x)
 def sqrt(x): return Sqrt.apply(x)
 def abs(x): return Abs.apply(x)
 def tanh(x): return Tanh.apply(x)
+def sin(x): return Sin.apply(x)
+def cos(x): return Cos.apply(x)
 def sigmoid(x): return Sigmoid.apply(x)
 def relu(x): return ReLU.apply(x)
 def gelu(x, approximate="none"): return GELU.apply(x, approximate=approximate)
 def quick_gelu(x): return QuickGELU.apply(x)
+def silu(x): return SiLU.apply(x)
 def clamp(x, min=None, max=None): return Clamp.apply(x, min=min, max=max)

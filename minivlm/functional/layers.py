@@ -1,5 +1,5 @@
-"""The ops of the layers: linear, softmax and friends, layer norm and normalize, cross-entropy,
-embedding and dropout.
+"""The ops of the layers: linear, softmax and friends, layer norm, RMS norm and normalize,
+cross-entropy, embedding and dropout.
 
 Each coarse op has a hand-written backward that keeps only what it needs; softmax and layer norm
 run their array chains block by block on the CPU (cpu.by_blocks), through the functions
@@ -10,6 +10,7 @@ import math
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import xp_of
+from . import cpu
 from .cpu import along, by_blocks
 from .elementwise import abs, clamp, div, mul, pow
 from .tensor_ops import permute, reshape, sum
@@ -18,14 +19,18 @@ from .tensor_ops import permute, reshape, sum
 # --- linear --------------------------------------------------------------------------------------
 
 class Linear(Function):
-    """y = x Wᵀ + b over the last dim of x (..., in) with W (out, in): one 2-d GEMM each way."""
+    """y = x Wᵀ + b over the last dim of x (..., in) with W (out, in): one 2-d GEMM each way.
+    A few rows (generating token by token) go as (W xᵀ)ᵀ, which OpenBLAS runs about twice as fast
+    as x Wᵀ for 2–16 rows (benchmarks/NOTES.md)."""
 
     def forward(self, x, weight, bias=None):
         if x.shape[-1] != weight.shape[1]:
             raise ValueError(f"linear: input of shape {tuple(x.shape)} has {x.shape[-1]} features "
                              f"but the weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
         self.x, self.weight, self.has_bias = x, weight, bias is not None
-        y = x.reshape(-1, x.shape[-1]) @ weight.T
+        rows = x.reshape(-1, x.shape[-1])
+        y = (weight @ rows.T).T if len(rows) <= cpu.FEW_ROWS and not backend.is_cupy_array(x) \
+            else rows @ weight.T
         if bias is not None:
             y += bias
         return y.reshape(x.shape[:-1] + (weight.shape[0],))
@@ -94,8 +99,13 @@ class LogSumExp(Function):
         return g * xp_of(g).exp(self.x - self.lse)
 
 
-def softmax(x, dim=-1): return Softmax.apply(x, dim=dim)
-def log_softmax(x, dim=-1): return LogSoftmax.apply(x, dim=dim)
+def softmax(x, dim=-1, dtype=None):
+    """softmax along `dim` (computed in `dtype` when given, as torch)."""
+    return Softmax.apply(x if dtype is None else x.to(dtype), dim=dim)
+
+
+def log_softmax(x, dim=-1, dtype=None):
+    return LogSoftmax.apply(x if dtype is None else x.to(dtype), dim=dim)
 def logsumexp(x, dim, keepdim=False): return LogSumExp.apply(x, dim=dim, keepdim=keepdim)
 
 
@@ -166,6 +176,67 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return LayerNorm.apply(x, *affine, n_dims=len(expected), eps=eps, has_weight=weight is not None)
 
 
+class RMSNorm(Function):
+    """x / sqrt(mean(x²) + eps) over the trailing `n_dims` dims, then weight·x̂ (Zhang & Sennrich
+    2019; Llama's norm): no mean is taken out and there is no bias. Computed in float32 at
+    least (as transformers' LlamaRMSNorm), the result cast back to x's dtype before the weight.
+    Keeps x and each row's 1/rms."""
+
+    def forward(self, x, *weight, n_dims=1, eps=1e-6):
+        self.shape, self.normalized_shape = x.shape, x.shape[x.ndim - n_dims:]
+        self.x = x.reshape(-1, math.prod(self.normalized_shape))
+        self.weight = weight[0].reshape(-1) if weight else None
+        y, self.rstd = by_blocks(rms_norm_rows, [self.x], eps, self.weight)
+        return y.reshape(x.shape)
+
+    def backward(self, g):
+        gx, g_xhat = by_blocks(rms_norm_grad_rows, [g.reshape(self.x.shape), self.x, self.rstd],
+                               self.weight)
+        if self.weight is None:
+            return gx.reshape(self.shape)
+        return (gx.reshape(self.shape) if self.needs_input_grad[0] else None,
+                g_xhat.sum(axis=0).reshape(self.normalized_shape))
+
+
+def _at_least_float32(x):
+    return x if x.dtype.itemsize >= 4 else x.astype("float32")
+
+
+def rms_norm_rows(x, eps, weight):
+    """Rows x (r, D) -> y, and the 1/rms (r, 1) of each row (in float32 at least)."""
+    xp, wide = xp_of(x), _at_least_float32(x)
+    rstd = 1 / xp.sqrt(xp.einsum("ij,ij->i", wide, wide)[:, None] / x.shape[-1] + eps)
+    y = (wide * rstd).astype(x.dtype, copy=False)
+    if weight is not None:
+        y *= weight
+    return y, rstd
+
+
+def rms_norm_grad_rows(g, x, rstd, weight):
+    """Rows -> the gradient for x, and Σ g·x̂ over the rows (1, D) for the weight:
+    dx = (ĝ − x̂·mean(ĝ·x̂)) / rms with ĝ = weight·g."""
+    xp = xp_of(x)
+    xhat = _at_least_float32(x) * rstd
+    g_xhat = xp.einsum("ij,ij->j", g, xhat)[None].astype(g.dtype, copy=False)
+    g_hat = g * weight if weight is not None else g
+    grad = xhat * (xp.einsum("ij,ij->i", g_hat, xhat)[:, None] / x.shape[-1])
+    xp.subtract(g_hat, grad, out=grad)
+    grad *= rstd
+    return grad.astype(g.dtype, copy=False), g_xhat
+
+
+def rms_norm(x, normalized_shape, weight=None, eps=None):
+    """RMS norm of x (..., *normalized_shape) over its trailing dims, as torch's F.rms_norm
+    (eps None: the machine epsilon of x's dtype)."""
+    expected = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(x.shape[x.ndim - len(expected):]) != expected:
+        raise ValueError(f"rms_norm: input of shape {tuple(x.shape)} does not end in "
+                         f"normalized_shape {expected}")
+    eps = float(xp_of(x.data).finfo(x.dtype).eps) if eps is None else eps
+    weight = () if weight is None else (weight,)
+    return RMSNorm.apply(x, *weight, n_dims=len(expected), eps=eps)
+
+
 def normalize(x, p=2.0, dim=1, eps=1e-12):
     """x / max(‖x‖_p, eps) along `dim` (L2 by default), as F.normalize."""
     powered = sum(pow(abs(x) if p % 2 else x, p), dim=dim, keepdim=True)
@@ -176,9 +247,12 @@ def normalize(x, p=2.0, dim=1, eps=1e-12):
 # --- losses ------------------------------------------------------------------------------------------
 
 class CrossEntropy(Function):
-    """Mean (or summed) −log softmax(logits)[target], with ignore_index and label smoothing."""
+    """Mean (or summed) −w[y]·log softmax(logits)[y], with class weights w (None: all 1),
+    ignore_index and label smoothing ε, as torch: each row's loss is
+    (1 − ε)·(−w[y]·log p[y]) + ε·(−Σ_c w_c·log p_c / C), the mean divides by Σ w[y]."""
 
-    def forward(self, logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    def forward(self, logits, target, weight=None, ignore_index=-100, label_smoothing=0.0,
+                reduction="mean"):
         xp = xp_of(logits)
         n, c = logits.shape
         self.keep = target != ignore_index
@@ -187,33 +261,40 @@ class CrossEntropy(Function):
             bad = target[self.keep & ((target < 0) | (target >= c))]
             raise IndexError(f"cross_entropy: target {int(bad[0])} is out of range for {c} classes")
         self.logp = LogSoftmax().forward(logits, dim=1)
+        self.weight = weight = None if weight is None else xp.asarray(weight, dtype=logits.dtype)
+        self.row_weight = self.keep.astype(logits.dtype)   # w[y] where counted, 0 where ignored
+        if weight is not None:
+            self.row_weight *= weight[safe_target]
         smooth = label_smoothing
-        picked = self.logp[xp.arange(n), safe_target]
-        loss = -(1 - smooth) * picked - smooth * self.logp.mean(axis=1)
-        loss = loss * self.keep
+        loss = -(1 - smooth) * self.row_weight * self.logp[xp.arange(n), safe_target]
+        if smooth:
+            w = 1 if weight is None else weight
+            loss -= smooth * self.keep * (w * self.logp).mean(axis=1)
         self.target, self.smooth, self.reduction = safe_target, smooth, reduction
-        self.count = self.keep.sum(dtype=logits.dtype) if reduction == "mean" else None
+        self.count = self.row_weight.sum() if reduction == "mean" else None
         if reduction == "none":
             return loss
         total = loss.sum()
         return total / self.count if reduction == "mean" else total
 
     def backward(self, g):
+        """(1 − ε)·w[y]·(p − onehot(y)) + ε·(mean(w)·p − w/C) per counted row, times g."""
         xp = xp_of(g)
         n, c = self.logp.shape
-        grad = xp.exp(self.logp)
-        grad[xp.arange(n), self.target] -= 1 - self.smooth
-        grad -= self.smooth / c
-        weight = self.keep.astype(grad.dtype)
-        if self.reduction == "none":
-            weight = weight * g
-        else:
-            weight = weight * (g / self.count if self.reduction == "mean" else g)
-        return grad * weight[:, None]
+        p = xp.exp(self.logp)
+        grad = (1 - self.smooth) * self.row_weight[:, None] * p
+        grad[xp.arange(n), self.target] -= (1 - self.smooth) * self.row_weight
+        if self.smooth:
+            w = xp.ones(c, dtype=g.dtype) if self.weight is None else self.weight
+            grad += self.smooth * self.keep[:, None] * (w.mean() * p - w / c)
+        scale = g if self.reduction != "mean" else g / self.count
+        return grad * (scale[:, None] if self.reduction == "none" else scale)
 
 
-def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
-    """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...)."""
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """logits (N, C) or (N, C, d1, ...) with class indices target (N,) or (N, d1, ...), as
+    torch's F.cross_entropy: class weights `weight` (C,), ignore_index, label_smoothing."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
     target_data = target.data if isinstance(target, Tensor) else target
@@ -221,10 +302,15 @@ def cross_entropy(logits, target, ignore_index=-100, label_smoothing=0.0, reduct
     if tuple(target_data.shape) != expected:
         raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
                          f"shape {expected}, got {tuple(target_data.shape)}")
+    weight_data = weight.data if isinstance(weight, Tensor) else weight
+    if weight_data is not None and tuple(weight_data.shape) != (logits.shape[1],):
+        raise ValueError(f"cross_entropy: weight of shape {tuple(weight_data.shape)} does not "
+                         f"match the {logits.shape[1]} classes of logits {tuple(logits.shape)}")
     if logits.ndim > 2:  # classes last, then one row per position
         logits = reshape(permute(logits, 0, *range(2, logits.ndim), 1), -1, logits.shape[1])
-    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), ignore_index=ignore_index,
-                              label_smoothing=label_smoothing, reduction=reduction)
+    loss = CrossEntropy.apply(logits, target=target_data.reshape(-1), weight=weight_data,
+                              ignore_index=ignore_index, label_smoothing=label_smoothing,
+                              reduction=reduction)
     return reshape(loss, expected) if reduction == "none" else loss
 
 

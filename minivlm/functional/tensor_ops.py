@@ -12,6 +12,7 @@ from .. import backend
 from ..autograd import Function, Tensor, shape_arg, unbroadcast
 from ..backend import xp_of
 from .elementwise import as_operands, lift
+from .indexing import getitem
 
 
 # --- the matrix product --------------------------------------------------------------------------
@@ -39,6 +40,70 @@ class MatMul(Function):
 
 
 def matmul(a, b): return MatMul.apply(*as_operands(a, b))
+
+
+class Einsum(Function):
+    """numpy.einsum with its gradient: an operand's gradient is the einsum of the output's
+    gradient with the other operands, back to the operand's own letters (those it alone sums
+    over broadcast back, size-1 dims that broadcast summed)."""
+
+    def forward(self, *operands, subscripts, output):
+        self.operands, self.subscripts, self.output = operands, subscripts, output
+        return xp_of(*operands).einsum(f"{','.join(subscripts)}->{output}", *operands)
+
+    def backward(self, g):
+        sizes = {}
+        for letters, operand in zip(self.subscripts, self.operands):
+            sizes.update({c: builtins.max(n, sizes.get(c, 1))
+                          for c, n in zip(letters, operand.shape)})
+        return tuple(self._gradient(g, i, sizes) if need else None
+                     for i, need in enumerate(self.needs_input_grad))
+
+    def _gradient(self, g, i, sizes):
+        letters, xp = self.subscripts[i], xp_of(g)
+        if len(set(letters)) != len(letters):
+            raise NotImplementedError(f"einsum: the gradient of an operand with a repeated index "
+                                      f"({letters!r}: a trace or diagonal) is not implemented")
+        others = [(s, op) for j, (s, op) in enumerate(zip(self.subscripts, self.operands))
+                  if j != i]
+        produced = set(self.output).union(*(s for s, _ in others))
+        kept = "".join(c for c in letters if c in produced)
+        grad = xp.einsum(",".join([self.output] + [s for s, _ in others]) + "->" + kept,
+                         g, *(op for _, op in others))
+        grad = grad.reshape([sizes[c] if c in kept else 1 for c in letters])
+        grad = xp.broadcast_to(grad, [sizes[c] for c in letters])
+        return unbroadcast(grad, self.operands[i].shape)
+
+
+def einsum(equation, *operands):
+    """torch.einsum / numpy.einsum over Tensors ("bhid,bjd->bhij"; spaces and "..." allowed;
+    without "->" the output is the letters used once, in alphabetical order)."""
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    subscripts, output = _einsum_letters(equation, [op.ndim for op in operands])
+    return Einsum.apply(*operands, subscripts=subscripts, output=output)
+
+
+def _einsum_letters(equation, ndims):
+    """(letters of each operand, letters of the output), '...' spelled out in upper case."""
+    equation = equation.replace(" ", "")
+    left, arrow, output = equation.partition("->")
+    inputs = left.split(",")
+    if len(inputs) != len(ndims):
+        raise ValueError(f"einsum: {equation!r} names {len(inputs)} operands, got {len(ndims)}")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+    widest = builtins.max(ndim - len(s.replace("...", "")) for s, ndim in zip(inputs, ndims))
+    inputs = [s.replace("...", "".join(spare[widest - (ndim - len(s) + 3):widest]))
+              if "..." in s else s for s, ndim in zip(inputs, ndims)]
+    if not arrow:   # NumPy's implicit output: the ellipsis, then the letters used once
+        once = sorted(c for c in set(left) if c.isalpha() and left.count(c) == 1)
+        output = "..." * ("..." in left) + "".join(once)
+    output = output.replace("...", "".join(spare[:widest]))
+    for s, ndim in zip(inputs, ndims):
+        if len(s) != ndim:
+            raise ValueError(f"einsum: {equation!r} gives an operand of {ndim} dims the "
+                             f"subscripts {s!r}")
+    return inputs, output
 
 
 # --- reductions ------------------------------------------------------------------------------------
@@ -105,6 +170,9 @@ class MaxMin(Function):
 
 
 def sum(x, dim=None, keepdim=False): return Sum.apply(x, dim=dim, keepdim=keepdim)
+def amax(x, dim=None, keepdim=False): return MaxMin.apply(x, dim=dim, keepdim=keepdim)
+def amin(x, dim=None, keepdim=False):
+    return MaxMin.apply(x, dim=dim, keepdim=keepdim, largest=False)
 def mean(x, dim=None, keepdim=False): return Mean.apply(x, dim=dim, keepdim=keepdim)
 
 
@@ -134,6 +202,31 @@ def max(x, dim=None, keepdim=False):
 def min(x, dim=None, keepdim=False):
     """The smallest value; with `dim`, (values, indices) as torch.min."""
     return _max_min(x, dim, keepdim, largest=False)
+
+
+class Norm(Function):
+    """The 2-norm (Frobenius) over `dim`; its gradient x / ‖x‖ is 0 where the norm is 0."""
+
+    def forward(self, x, dim=None, keepdim=False):
+        self.x, self.axes, self.keepdim = x, _axes(dim, x.ndim), keepdim
+        self.norm = xp_of(x).sqrt((x * x).sum(axis=self.axes, keepdims=True))
+        return self.norm if keepdim else self.norm.reshape(
+            [n for i, n in enumerate(x.shape) if i not in self.axes])
+
+    def backward(self, g):
+        g = _expand_reduced(g, self.x.shape, self.axes, self.keepdim)
+        safe = xp_of(g).where(self.norm > 0, self.norm, 1)
+        return g * self.x / safe * (self.norm > 0)
+
+
+def norm(x, p="fro", dim=None, keepdim=False):
+    """torch.norm: the 2-norm ("fro", 2) of x or along `dim`, or any p-norm (p = inf: max |x|)."""
+    if p in ("fro", 2):
+        return Norm.apply(x, dim=dim, keepdim=keepdim)
+    from .elementwise import abs, pow
+    if p == math.inf:
+        return amax(abs(x), dim, keepdim)
+    return pow(sum(pow(abs(x), p), dim, keepdim), 1.0 / p)
 
 
 def argmax(x, dim=None, keepdim=False):
@@ -227,6 +320,53 @@ def contiguous(x):
     return x
 
 
+class Repeat(Function):
+    """x tiled `repeats` times along each dim (torch's Tensor.repeat, NumPy's tile)."""
+
+    def forward(self, x, repeats):
+        self.source, self.repeats = x.shape, repeats
+        self.shape = (1,) * (len(repeats) - x.ndim) + x.shape   # x with the dims tile prepends
+        return xp_of(x).tile(x, repeats)
+
+    def backward(self, g):
+        """g (r0·n0, r1·n1, ...) viewed as (r0, n0, r1, n1, ...), summed over the r's."""
+        split = [n for r, s in zip(self.repeats, self.shape) for n in (r, s)]
+        return g.reshape(split).sum(axis=tuple(range(0, len(split), 2))).reshape(self.source)
+
+
+def repeat(x, *sizes):
+    """x repeated sizes[i] times along dim i (more sizes than dims prepend dims), as torch."""
+    sizes = shape_arg(sizes)
+    if len(sizes) < x.ndim:
+        raise ValueError(f"repeat: {len(sizes)} sizes for a tensor of {x.ndim} dims; give at "
+                         f"least one per dim")
+    return Repeat.apply(x, repeats=tuple(sizes))
+
+
+class Clone(Function):
+    def forward(self, x): return x.copy()
+    def backward(self, g): return g
+
+
+def clone(x): return Clone.apply(x)
+
+
+def meshgrid(*tensors, indexing="ij"):
+    """Coordinate grids from 1-d tensors, as torch.meshgrid: indexing "ij" (matrix) or "xy"."""
+    tensors = tuple(tensors[0]) if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)) \
+        else tensors
+    if indexing not in ("ij", "xy"):
+        raise ValueError(f"meshgrid: indexing must be 'ij' or 'xy', not {indexing!r}")
+    if indexing == "xy" and len(tensors) >= 2:
+        tensors = (tensors[1], tensors[0]) + tensors[2:]
+    shape = tuple(t.shape[0] for t in tensors)
+    grids = [expand(reshape(t, [-1 if i == d else 1 for i in range(len(shape))]), *shape)
+             for d, t in enumerate(tensors)]
+    if indexing == "xy" and len(grids) >= 2:   # "ij" of (y, x, ...), the first two swapped back
+        grids = [grids[1], grids[0], *grids[2:]]
+    return tuple(grids)
+
+
 class Cast(Function):
     def forward(self, x, dtype):
         self.dtype = x.dtype
@@ -248,36 +388,6 @@ def to_backend(x, name): return ToBackend.apply(x, name=name)
 
 
 # --- indexing, joining, splitting ---------------------------------------------------------------------
-
-def _raw_index(index):
-    if isinstance(index, tuple):
-        return tuple(_raw_index(i) for i in index)
-    return index.data if isinstance(index, Tensor) else index
-
-
-def _is_advanced(index):
-    parts = index if isinstance(index, tuple) else (index,)
-    return any(hasattr(p, "shape") and p.dtype.kind in "iu" or isinstance(p, list) for p in parts)
-
-
-class GetItem(Function):
-    """x[index] for slices, integers, integer arrays and boolean masks."""
-
-    def forward(self, x, index):
-        self.shape, self.dtype, self.index = x.shape, x.dtype, index
-        return x[index]
-
-    def backward(self, g):
-        full = xp_of(g).zeros(self.shape, dtype=self.dtype)
-        if _is_advanced(self.index):
-            backend.scatter_add(full, self.index, g)  # repeated indices accumulate
-        else:
-            full[self.index] = g
-        return full
-
-
-def getitem(x, index): return GetItem.apply(x, index=_raw_index(index))
-
 
 class Cat(Function):
     def forward(self, *arrays, dim=0):
@@ -319,6 +429,12 @@ def split(x, split_size_or_sections, dim=0):
     before = (slice(None),) * (dim % x.ndim)
     starts = [0, *itertools.accumulate(sizes)]
     return tuple(getitem(x, before + (slice(a, b),)) for a, b in zip(starts, starts[1:]))
+
+
+def unbind(x, dim=0):
+    """The slices of x along `dim`, that dim removed: a tuple of x.shape[dim] tensors."""
+    before = (slice(None),) * (dim % x.ndim)
+    return tuple(getitem(x, before + (i,)) for i in range(x.shape[dim]))
 
 
 def chunk(x, chunks, dim=0):

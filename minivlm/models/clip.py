@@ -5,7 +5,7 @@
     image_features = model.encode_image(pixels)     # (N, 3, 224, 224) -> (N, 512)
     text_features = model.encode_text(ids)          # (M, 77) token ids -> (M, 512)
     logits_per_image, logits_per_text = model(pixels, ids)   # (N, M), (M, N)
-    loss = clip_loss(logits_per_image)              # N == M: pair k is image k with text k
+    loss = clip_loss(logits_per_image)              # minivlm.losses; pair k: image k, text k
 
 The embeddings are L2-normalised and their cosine similarities scaled by exp(logit_scale), a
 learned inverse temperature that starts at 1/0.07. Training keeps it at most 100: call
@@ -58,11 +58,11 @@ class CLIPVisionConfig:
         attention_width = 32 * self.width if self.is_resnet else self.width  # the pool's, or ViT's
         self.heads = self.heads or attention_width // 64
         if not self.heads or attention_width % self.heads:
-            raise ValueError(f"CLIPVisionConfig: attention width {attention_width} is not divisible "
-                             f"by heads={self.heads}")
+            raise ValueError(f"CLIPVisionConfig: attention width {attention_width} is not "
+                             f"divisible by heads={self.heads}")
         if self.is_resnet and self.image_resolution % 32:
-            raise ValueError(f"CLIPVisionConfig: the ResNet's image_resolution must be a multiple of "
-                             f"its stride 32, got {self.image_resolution}")
+            raise ValueError(f"CLIPVisionConfig: the ResNet's image_resolution must be a multiple "
+                             f"of its stride 32, got {self.image_resolution}")
         if not self.is_resnet and self.image_resolution % self.patch_size:
             raise ValueError(f"CLIPVisionConfig: image_resolution={self.image_resolution} is not a "
                              f"multiple of patch_size {self.patch_size}")
@@ -109,7 +109,7 @@ CONFIGS = {
     "ViT-L/14@336px": _openai_config(768, 336, 24, 1024, 14, 768),
     # trains in minutes on 32×32 images with short captions (minivlm.data.shapes)
     "tiny": CLIPConfig(64, CLIPVisionConfig(image_resolution=32, layers=2, width=64, patch_size=8,
-                                        heads=2),
+                                            heads=2),
                        CLIPTextConfig(context_length=16, width=64, layers=2, heads=2)),
 }
 
@@ -139,7 +139,7 @@ class VisionTransformer(nn.Module):
         self.positional_embedding = _normal_parameter(grid ** 2 + 1, width, std=width ** -0.5)
         self.ln_pre = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
-                                       config.activation, config.layer_norm_eps)
+                                           config.activation, config.layer_norm_eps)
         self.ln_post = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.proj = _normal_parameter(width, output_dim, std=width ** -0.5)
 
@@ -186,11 +186,15 @@ class CLIP(nn.Module):
         normalised."""
         return self.text(ids)
 
+    def embed(self, pixels, ids):
+        """-> (image embeddings (N, embed_dim), text embeddings (M, embed_dim)), L2-normalised."""
+        return (F.normalize(self.encode_image(pixels), dim=-1),
+                F.normalize(self.encode_text(ids), dim=-1))
+
     def forward(self, pixels, ids):
         """-> (logits_per_image (N, M), logits_per_text (M, N)): exp(logit_scale) times the
         cosine similarity of each image with each text."""
-        image_embeddings = F.normalize(self.encode_image(pixels), dim=-1)
-        text_embeddings = F.normalize(self.encode_text(ids), dim=-1)
+        image_embeddings, text_embeddings = self.embed(pixels, ids)
         logits_per_image = self.logit_scale.exp() * (image_embeddings @ text_embeddings.T)
         return logits_per_image, logits_per_image.T
 
@@ -212,17 +216,3 @@ class CLIP(nn.Module):
         if pixels.device != weight.device:
             pixels = pixels.to(weight.device)
         return pixels if pixels.dtype == weight.dtype else pixels.to(weight.dtype)
-
-
-def clip_loss(logits_per_image):
-    """The symmetric contrastive loss of the slide: with n images and their n texts, image k and
-    text k are the correct pairs, the n² − n others wrong. The mean of the cross-entropy along
-    each row (image -> texts) and along each column (text -> images): (N, N) -> scalar."""
-    n, m = logits_per_image.shape
-    if n != m:
-        raise ValueError(f"clip_loss: expected square logits (one text per image), got shape "
-                         f"{(n, m)}")
-    labels = xp_of(logits_per_image.data).arange(n)
-    loss_i = F.cross_entropy(logits_per_image.T, labels)   # the slide's axis=0
-    loss_t = F.cross_entropy(logits_per_image, labels)     # the slide's axis=1
-    return (loss_i + loss_t) / 2

@@ -8,7 +8,7 @@ sentence, with some tokens hidden, and predicts the hidden ones — a pre-traini
 
     model = CausalLM(LMConfig("causal", vocab_size=tokenizer.vocab_size))
     logits = model(ids)                                   # (B, T) ids -> (B, T, vocab_size)
-    ids = generate(model, prompt_ids, max_new_tokens=20, temperature=0.8, top_k=20)
+    ids = model.generate(prompt_ids, max_new_tokens=20, do_sample=True, temperature=0.8, top_k=20)
 
     model = MaskedLM(LMConfig("mlm", vocab_size=tokenizer.vocab_size))
     inputs, targets = mask_tokens(ids, tokenizer, rng)   # 15 %: 80 % <mask>, 10 % random, 10 % kept
@@ -32,9 +32,11 @@ import functools
 
 from .. import backend, nn
 from .. import functional as F
-from ..autograd import Tensor, zeros
+from ..autograd import zeros
 from ..nn.positional import LearnedPositionalEmbedding
 from ..nn.transformer import TransformerBlock
+from .generation import (GenerationMixin, decoder_causal_mask, input_embeddings, padding_mask,
+                         past_length, position_ids_for)
 
 IGNORE_INDEX = -100      # cross_entropy's ignore_index: targets that do not count
 OBJECTIVES = ("causal", "mlm")
@@ -71,8 +73,9 @@ def init_weights(model, std=0.02):
     return model
 
 
-class CausalLM(nn.Module):
-    """GPT: ids (B, T) -> next-token logits (B, T, vocab_size); position t sees ids[:, :t+1]."""
+class CausalLM(GenerationMixin, nn.Module):
+    """GPT: ids (B, T) -> next-token logits (B, T, vocab_size); position t sees ids[:, :t+1].
+    Generates through models.generation (a KV cache; forward takes its arguments)."""
 
     def __init__(self, config):
         super().__init__()
@@ -87,11 +90,28 @@ class CausalLM(nn.Module):
         self.norm = nn.LayerNorm(config.width)
         init_weights(self)
 
-    def forward(self, ids):
-        x = self.drop(self.position_embedding(self.token_embedding(ids)))
-        for block in self.blocks:
-            x = block(x, is_causal=True)
-        return F.linear(self.norm(x), self.token_embedding.weight)   # tied output layer
+    def get_input_embeddings(self):
+        return self.token_embedding
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None,
+                past_key_values=None, inputs_embeds=None, logits_to_keep=0):
+        """input_ids (B, T) or inputs_embeds (B, T, width); attention_mask (B, cached + T), 0 at
+        padding; position_ids (B, T) (default: counted from the mask); past_key_values an
+        nn.KVCache, read and extended; logits_to_keep: of the last so many positions only (0:
+        all) -> logits (B, T, vocab_size)."""
+        x = input_embeddings(self.token_embedding, input_ids, inputs_embeds)
+        (batch, length), past = x.shape[:2], past_length(past_key_values)
+        mask = padding_mask(attention_mask, batch, past + length)
+        if position_ids is None and (mask is not None or past):
+            position_ids = position_ids_for(mask, past, length, backend.xp_of(x.data))
+        x = self.drop(self.position_embedding(x, position_ids))
+        causal = decoder_causal_mask(length, past + length, x.device)
+        padding = None if mask is None else ~mask
+        for i, block in enumerate(self.blocks):
+            cache = None if past_key_values is None else past_key_values[i]
+            x = block(x, src_mask=causal, src_key_padding_mask=padding, cache=cache)
+        x = self.norm(x[:, -logits_to_keep:] if logits_to_keep else x)
+        return F.linear(x, self.token_embedding.weight)   # tied output layer
 
 
 class MaskedLMHead(nn.Module):
@@ -208,37 +228,6 @@ def mask_tokens(ids, tokenizer, rng, p=0.15):
 
 
 # --- using a trained model --------------------------------------------------------------------
-
-def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=None, eos_id=None):
-    """Continue each prompt one sampled token at a time (the causal LM reads at most its
-    context_length last tokens). prompt_ids (B, T0) integer array -> (B, T0 + n) with
-    n <= max_new_tokens.
-
-    The next token is drawn from softmax(logits / temperature) restricted to the top_k most likely
-    (all when None). With eos_id, stops early once every row has produced it. Randomness comes from
-    the backend's generator: minivlm.manual_seed makes it reproducible.
-    """
-    if temperature <= 0:
-        raise ValueError(f"generate: temperature must be > 0, got {temperature}")
-    ids = prompt_ids.data if isinstance(prompt_ids, Tensor) else prompt_ids
-    if ids.ndim != 2 or ids.shape[1] == 0:
-        raise ValueError(f"generate: prompt_ids must be (B, T0) with T0 >= 1, got shape "
-                         f"{tuple(ids.shape)}")
-    xp = backend.xp_of(ids)
-    rng, start = backend.rng(xp), ids.shape[1]
-    with nn.evaluating(model):
-        for _ in range(max_new_tokens):
-            logits = model(ids[:, -model.config.context_length:]).data[:, -1] / temperature
-            if top_k is not None:
-                kth_largest = xp.sort(logits, axis=-1)[:, -min(top_k, logits.shape[-1]), None]
-                logits = xp.where(logits < kth_largest, -xp.inf, logits)
-            gumbel = -xp.log(-xp.log(rng.random(logits.shape)))
-            next_ids = xp.argmax(logits + gumbel, axis=-1)    # a sample of softmax(logits)
-            ids = xp.concatenate([ids, next_ids[:, None].astype(ids.dtype)], axis=1)
-            if eos_id is not None and (ids[:, start:] == eos_id).any(axis=1).all():
-                break
-    return ids
-
 
 def fill_mask(model, tokenizer, text):
     """Replace each <mask> in `text` by the masked LM's most likely ordinary token (all masks

@@ -113,7 +113,7 @@ class TextTransformer(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab_size, width)
         self.positional_embedding = Parameter(empty(config.context_length, width))
         self.transformer = CLIPTransformer(width, config.layers, config.heads, config.mlp_width,
-                                       config.activation, config.layer_norm_eps, causal=True)
+                                           config.activation, config.layer_norm_eps, causal=True)
         self.ln_final = nn.LayerNorm(width, eps=config.layer_norm_eps)
         self.text_projection = Parameter(empty(width, embed_dim))
         self.initialize_parameters()
@@ -139,7 +139,7 @@ class TextTransformer(nn.Module):
         return x[rows, self.end_of_text_positions(ids)] @ self.text_projection
 
     def end_of_text_positions(self, ids):
-        """(N,) the position of each sequence's end-of-text token (see CLIPTextConfig.eos_token_id)."""
+        """(N,) the position of each sequence's end-of-text token (CLIPTextConfig.eos_token_id)."""
         if self.config.eos_token_id is None:
             return ids.argmax(axis=-1)
         is_eos = ids == self.config.eos_token_id

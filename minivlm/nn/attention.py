@@ -39,18 +39,6 @@ def causal_mask(N_Q, N_X=None, device=None):
     return Tensor(xp.triu(xp.ones((N_Q, N_X), dtype=bool), k=1))
 
 
-def additive_mask(mask, like):
-    """A mask as a Tensor to add to the similarities E (on `like`'s backend, in its dtype):
-    bool True (not allowed) -> -inf, False -> 0; a float mask as it is (it may carry a gradient)."""
-    if isinstance(mask, Tensor) and mask.dtype != bool:
-        return mask if mask.dtype == like.dtype else mask.to(like.dtype)
-    data = backend.to_backend(mask.data if isinstance(mask, Tensor) else mask, like.device)
-    if data.dtype != bool:
-        return Tensor(data.astype(like.dtype))
-    xp = backend.xp_of(data)
-    return Tensor(xp.where(data, -xp.inf, 0).astype(like.dtype))
-
-
 def attention_weights(Q, K, mask=None):
     """E = Q Kᵀ / √D_Q (+ mask), A = softmax(E, dim=-1): for each query, weights over inputs.
 
@@ -62,7 +50,7 @@ def attention_weights(Q, K, mask=None):
                          f"{tuple(K.shape)} must have the same last dimension D_Q")
     E = (Q @ K.transpose(-1, -2)) * (1 / math.sqrt(Q.shape[-1]))  # E_ij = Q_i · K_j / √D_Q
     if mask is not None:
-        E = E + additive_mask(mask, like=E)
+        E = E + F.additive_mask(mask, like=E)
     return F.softmax(E, dim=-1)  # the slide's dim=1: over the N_X inputs of each query
 
 
@@ -138,8 +126,8 @@ class MultiheadAttention(Module):
     uniform projections, zero biases.
     """
 
-    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None,
-                 batch_first=False):
+    def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False,
+                 add_zero_attn=False, kdim=None, vdim=None, batch_first=False):
         super().__init__()
         if embed_dim % num_heads:
             raise ValueError(f"MultiheadAttention: embed_dim={embed_dim} is not divisible by "
@@ -161,6 +149,10 @@ class MultiheadAttention(Module):
             self.v_proj_weight = Parameter(autograd.empty(E, self.vdim))
         self.register_parameter("in_proj_bias", Parameter(autograd.empty(3 * E)) if bias else None)
         self.out_proj = Linear(E, E, bias=bias)
+        for name in ("bias_k", "bias_v"):   # a learned extra key and value (add_bias_kv)
+            self.register_parameter(name, Parameter(autograd.empty(1, 1, E)) if add_bias_kv
+                                    else None)
+        self.add_zero_attn = add_zero_attn
         self._reset_parameters()
 
     def _reset_parameters(self):
@@ -172,9 +164,12 @@ class MultiheadAttention(Module):
         if self.in_proj_bias is not None:
             init.zeros_(self.in_proj_bias)
             init.zeros_(self.out_proj.bias)
+        if self.bias_k is not None:
+            init.xavier_normal_(self.bias_k)
+            init.xavier_normal_(self.bias_v)
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
-                attn_mask=None, average_attn_weights=True, is_causal=False):
+                attn_mask=None, average_attn_weights=True, is_causal=False, cache=None):
         """query (L, N, E), key (S, N, kdim), value (S, N, vdim) — (N, L, E) ... with batch_first,
         or (L, E), (S, kdim), (S, vdim) unbatched — -> (output like query, weights or None).
 
@@ -183,86 +178,28 @@ class MultiheadAttention(Module):
         as a hint beside attn_mask = that causal mask; here the mask may be left out).
         weights: (N, L, S) averaged over the heads, or (N, num_heads, L, S), without N unbatched.
         need_weights=False runs the fused F.scaled_dot_product_attention instead.
+        cache (minivlm's, for self-attention in a decoder): a nn.cache.LayerCache; this call's
+        keys and values are appended to it and the queries attend to all of them (S counts the
+        cached positions too, in the masks).
         """
-        batched = self._check_inputs(query, key, value)
-        if not batched:  # one sequence: a batch of one
-            query, key, value = (x.unsqueeze(0) for x in (query, key, value))
-            if key_padding_mask is not None:
-                key_padding_mask = key_padding_mask.reshape(1, -1)
-        elif not self.batch_first:
+        self._check_inputs(query, key, value)
+        if self.batch_first and query.ndim == 3:   # the functional form is sequence first
             query, key, value = (x.transpose(0, 1) for x in (query, key, value))
-
-        output, weights = self._attend(query, key, value, key_padding_mask, attn_mask, is_causal,
-                                       need_weights)
-
-        if weights is not None and average_attn_weights:
-            weights = weights.mean(dim=1)
-        if not batched:
-            return output.squeeze(0), None if weights is None else weights.squeeze(0)
-        return (output if self.batch_first else output.transpose(0, 1)), weights
-
-    def _attend(self, query, key, value, key_padding_mask, attn_mask, is_causal, need_weights):
-        """Batch-first: -> the (N, L, E) output and the (N, heads, L, S) weights or None."""
-        q, k, v = (self._split_heads(x) for x in self._in_projection(query, key, value))
-        mask = self._merged_mask(attn_mask, key_padding_mask, is_causal, q, k)
-        p = self.dropout if self.training else 0.0
-        if need_weights:
-            A = F.dropout(attention_weights(q, k, mask), p)
-            y = A @ v
-        else:
-            A, y = None, F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.out_proj(self._merge_heads(y)), A
-
-    def _in_projection(self, query, key, value):
-        """q, k, v = query W_qᵀ + b_q, key W_kᵀ + b_k, value W_vᵀ + b_v (the slides' X W_Q)."""
-        if self._qkv_same_embed_dim:
-            weights = F.split(self.in_proj_weight, self.embed_dim, dim=0)
-        else:
-            weights = self.q_proj_weight, self.k_proj_weight, self.v_proj_weight
-        biases = (F.split(self.in_proj_bias, self.embed_dim) if self.in_proj_bias is not None
-                  else (None,) * 3)
-        return tuple(F.linear(x, w, b) for x, w, b in zip((query, key, value), weights, biases))
-
-    def _split_heads(self, x):
-        """(N, L, E) -> (N, heads, L, head_dim)."""
-        N, L, _ = x.shape
-        return x.reshape(N, L, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def _merge_heads(self, y):
-        """(N, heads, L, head_dim) -> (N, L, E): the heads' outputs side by side."""
-        N, _, L, _ = y.shape
-        return y.transpose(1, 2).reshape(N, L, self.embed_dim)
-
-    def _merged_mask(self, attn_mask, key_padding_mask, is_causal, q, k):
-        """attn_mask, key_padding_mask and the causal mask as one additive mask that broadcasts
-        to (N, heads, L, S), or None."""
-        N, heads, L, _ = q.shape
-        S = k.shape[-2]
-        masks = []
-        if attn_mask is not None:
-            if tuple(attn_mask.shape) not in ((L, S), (N * heads, L, S)):
-                raise ValueError(f"MultiheadAttention: attn_mask has shape "
-                                 f"{tuple(attn_mask.shape)}, but should be (L, S) = ({L}, {S}) "
-                                 f"or (N·num_heads, L, S) = ({N * heads}, {L}, {S})")
-            masks.append(additive_mask(attn_mask, q).reshape(-1, heads, L, S)
-                         if attn_mask.ndim == 3 else additive_mask(attn_mask, q))
-        if key_padding_mask is not None:
-            if tuple(key_padding_mask.shape) != (N, S):
-                raise ValueError(f"MultiheadAttention: key_padding_mask has shape "
-                                 f"{tuple(key_padding_mask.shape)}, but should be (N, S) = "
-                                 f"({N}, {S})")
-            masks.append(additive_mask(key_padding_mask, q).reshape(N, 1, 1, S))
-        if is_causal:
-            masks.append(additive_mask(causal_mask(L, S, device=q.device), q))
-        if not masks:
-            return None
-        mask = masks[0]
-        for other in masks[1:]:
-            mask = mask + other
-        return mask
+        output, weights = F.multi_head_attention_forward(
+            query, key, value, self.embed_dim, self.num_heads, self.in_proj_weight,
+            self.in_proj_bias, self.bias_k, self.bias_v, self.add_zero_attn, self.dropout,
+            self.out_proj.weight, self.out_proj.bias, training=self.training,
+            key_padding_mask=key_padding_mask, need_weights=need_weights, attn_mask=attn_mask,
+            use_separate_proj_weight=not self._qkv_same_embed_dim,
+            q_proj_weight=self.q_proj_weight, k_proj_weight=self.k_proj_weight,
+            v_proj_weight=self.v_proj_weight, average_attn_weights=average_attn_weights,
+            is_causal=is_causal, cache=cache)
+        if self.batch_first and query.ndim == 3:
+            output = output.transpose(0, 1)
+        return output, weights
 
     def _check_inputs(self, query, key, value):
-        """Raise a clear error unless the shapes fit; True for batched (3-d) inputs."""
+        """Raise a clear error unless the shapes fit."""
         name = type(self).__name__
         if query.ndim not in (2, 3) or key.ndim != query.ndim or value.ndim != query.ndim:
             raise ValueError(f"{name}: query, key and value must all be 3-d (batched) or all 2-d "
@@ -281,7 +218,6 @@ class MultiheadAttention(Module):
             raise ValueError(f"{name}: query of shape {tuple(query.shape)} and key of shape "
                              f"{tuple(key.shape)} have different batch sizes "
                              f"(batch_first={self.batch_first})")
-        return query.ndim == 3
 
     def extra_repr(self):
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout}, "

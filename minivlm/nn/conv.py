@@ -14,28 +14,32 @@ from .layers import empty_parameter
 from .module import Module
 
 
-class Conv2d(Module):
-    """(N, in_channels, H, W) -> (N, out_channels, H', W'), H' = (H + 2·ph − kh) // sh + 1.
-
-    weight (out_channels, in_channels/groups, kh, kw) and bias (out_channels,) are initialised as
-    torch: uniform in ±1/√fan_in with fan_in = in_channels/groups · kh · kw."""
+class _Conv(Module):
+    """What Conv1d and Conv2d share: weight (out_channels, in_channels/groups, *kernel_size) and
+    bias (out_channels,), initialised as torch: uniform in ±1/√fan_in with
+    fan_in = in_channels/groups · prod(kernel_size)."""
+    dims = 2
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, dtype=None, device=None):
         super().__init__()
-        if dilation not in (1, (1, 1)):
-            raise ValueError(f"Conv2d: dilation={dilation} is not supported (only 1)")
+        name = type(self).__name__
+        if dilation not in (1, (1,) * self.dims):
+            raise ValueError(f"{name}: dilation={dilation} is not supported (only 1)")
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"Conv2d: in_channels={in_channels} and out_channels={out_channels} "
+            raise ValueError(f"{name}: in_channels={in_channels} and out_channels={out_channels} "
                              f"must both be divisible by groups={groups}")
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = as_pair(kernel_size, "Conv2d kernel_size")
-        self.stride = as_pair(stride, "Conv2d stride")
-        self.padding, self.groups = as_pair(padding, "Conv2d padding"), groups
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding = (
+            self._sizes(value, f"{name} {what}") for value, what in
+            ((kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding")))
         self.weight = empty_parameter(out_channels, in_channels // groups, *self.kernel_size,
-                                     dtype=dtype, device=device)
+                                      dtype=dtype, device=device)
         self.bias = empty_parameter(out_channels, dtype=dtype, device=device) if bias else None
         self.reset_parameters()
+
+    def _sizes(self, value, name):
+        return as_pair(value, name)
 
     def reset_parameters(self):
         init.kaiming_uniform_(self.weight, a=math.sqrt(5))  # = U(±1/√fan_in)
@@ -43,14 +47,33 @@ class Conv2d(Module):
             bound = 1 / math.sqrt(self.in_channels // self.groups * math.prod(self.kernel_size))
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
-
     def extra_repr(self):
         groups = f", groups={self.groups}" if self.groups != 1 else ""
         bias = ", bias=False" if self.bias is None else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}{groups}{bias}")
+
+
+class Conv2d(_Conv):
+    """(N, in_channels, H, W) -> (N, out_channels, H', W'), H' = (H + 2·ph − kh) // sh + 1."""
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+
+class Conv1d(_Conv):
+    """(N, in_channels, L) -> (N, out_channels, L'), L' = (L + 2·padding − k) // stride + 1: the
+    slide "Three Ways of Processing Sequences"'s 1D convolution."""
+    dims = 1
+
+    def _sizes(self, value, name):
+        value = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+        if len(value) != 1:
+            raise ValueError(f"{name} must be an int or a 1-tuple, got {value!r}")
+        return value
+
+    def forward(self, x):
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
 
 class BatchNorm2d(Module):

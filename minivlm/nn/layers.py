@@ -1,4 +1,4 @@
-"""The basic layers: Linear, LayerNorm, Embedding, Dropout, the activations, and the MLP.
+"""The basic layers: Linear, LayerNorm, RMSNorm, Embedding, Dropout, the activations, and the MLP.
 
 Each holds its parameters and calls one function of `minivlm.functional`; shapes, defaults and
 initialisation follow torch.nn so that a torch checkpoint loads and gives the same outputs.
@@ -71,6 +71,29 @@ class LayerNorm(Module):
                 f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
 
 
+class RMSNorm(Module):
+    """x / √(mean(x²) + eps) · weight over the trailing `normalized_shape` dims (torch.nn.RMSNorm;
+    Llama's norm, computed in float32 at least). eps None: the machine epsilon of x's dtype."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=None,
+                 device=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else normalized_shape
+        self.normalized_shape, self.eps = tuple(shape), eps
+        self.elementwise_affine = elementwise_affine
+        self.weight = None
+        if elementwise_affine:
+            self.weight = init.ones_(empty_parameter(*self.normalized_shape, dtype=dtype,
+                                                    device=device))
+
+    def forward(self, x):
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
 class Embedding(Module):
     """A lookup table: integer ids (...) -> rows of weight (..., embedding_dim), weight ~ N(0, 1).
 
@@ -100,9 +123,10 @@ class Embedding(Module):
 
 
 class Dropout(Module):
-    """Zeroes each element with probability p and scales the rest by 1/(1−p), in training only."""
+    """Zeroes each element with probability p and scales the rest by 1/(1−p), in training only.
+    (inplace is accepted for torch's signature; the result is computed out of place.)"""
 
-    def __init__(self, p=0.5):
+    def __init__(self, p=0.5, inplace=False):
         super().__init__()
         if not 0 <= p <= 1:
             raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p}")
@@ -139,8 +163,66 @@ class QuickGELU(Module):
 
 
 class ReLU(Module):
+    """max(x, 0). (inplace is accepted for torch's signature; computed out of place.)"""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
     def forward(self, x):
         return F.relu(x)
+
+
+class SiLU(Module):
+    """x·σ(x), the swish of Llama's gated MLP (SwiGLU)."""
+
+    def __init__(self, inplace=False):
+        super().__init__()
+
+    def forward(self, x):
+        return F.silu(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Softmax(Module):
+    """softmax along `dim` (torch.nn.Softmax)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = -1 if dim is None else dim
+
+    def forward(self, x):
+        return F.softmax(x, self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return F.log_softmax(x, self.dim)
+
+
+class Flatten(Module):
+    """x (N, ...) -> (N, product of the rest): dims start_dim ... end_dim flattened into one."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x):
+        return x.flatten(self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
 class MLP(Module):

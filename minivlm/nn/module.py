@@ -23,12 +23,33 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def forward(self, *inputs, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *inputs, **kwargs):
-        return self.forward(*inputs, **kwargs)
+        """forward, between the hooks: each pre-hook(module, inputs) may return new inputs, each
+        hook(module, inputs, output) a new output (torch's register_forward_*hook)."""
+        for hook in list(self._forward_pre_hooks.values()):
+            changed = hook(self, inputs)
+            if changed is not None:
+                inputs = changed if isinstance(changed, tuple) else (changed,)
+        output = self.forward(*inputs, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            changed = hook(self, inputs, output)
+            if changed is not None:
+                output = changed
+        return output
+
+    def register_forward_pre_hook(self, hook):
+        """Call hook(module, inputs) before each forward; returns a handle with .remove()."""
+        return RemovableHandle(self._forward_pre_hooks, hook)
+
+    def register_forward_hook(self, hook):
+        """Call hook(module, inputs, output) after each forward; returns a handle with .remove()."""
+        return RemovableHandle(self._forward_hooks, hook)
 
     # --- registration by attribute assignment -------------------------------------------------
     def __setattr__(self, name, value):
@@ -168,14 +189,17 @@ class Module:
             else:
                 param.grad.data[...] = 0
 
-    def to(self, target):
+    def to(self, *targets, device=None, dtype=None):
         """Move every parameter and buffer, in place, to a backend ('numpy'/'cpu', 'cupy'/'cuda'),
-        or cast the floating-point ones to a dtype ('float32', 'float64'); returns self.
+        and/or cast the floating-point ones to a dtype ('float32', 'float64'), given as torch
+        takes them (to(device), to(dtype), to(device, dtype), by keyword); returns self.
         Integer buffers (position ids, index tables) keep their dtype, as in torch."""
+        targets = targets + tuple(t for t in (device, dtype) if t is not None)
         for tensor in (*self.parameters(), *self.buffers()):
-            tensor.data = _converted(tensor.data, target)
-            if tensor.grad is not None:
-                tensor.grad.data = _converted(tensor.grad.data, target)
+            for target in targets:
+                tensor.data = _converted(tensor.data, target)
+                if tensor.grad is not None:
+                    tensor.grad.data = _converted(tensor.grad.data, target)
         return self
 
     def float(self):
@@ -183,6 +207,15 @@ class Module:
 
     def double(self):
         return self.to("float64")
+
+    def half(self):
+        return self.to("float16")
+
+    def cpu(self):
+        return self.to("numpy")
+
+    def cuda(self, device=None):
+        return self.to("cupy")
 
     def _state_tensors(self):
         """What state_dict saves: parameters and persistent buffers by dotted name, a shared
@@ -288,9 +321,20 @@ def _describe_problems(missing, unexpected, mismatched):
 
 def _converted(array, target):
     """`array` on backend `target`, or cast to dtype `target` if it is floating point."""
-    if isinstance(target, str) and target.lower() in (*backend.BACKENDS, *backend.ALIASES):
+    if backend.is_backend_name(target):
         return backend.to_backend(array, target)
-    return array.astype(target) if array.dtype.kind == "f" else array
+    return array.astype(backend.dtype(target)) if array.dtype.kind == "f" else array
+
+
+class RemovableHandle:
+    """What register_forward_hook returns: handle.remove() unregisters the hook."""
+
+    def __init__(self, hooks, hook):
+        self.hooks, self.id = hooks, id(hook)
+        hooks[self.id] = hook
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
 
 
 class ModuleList(Module):
@@ -354,3 +398,103 @@ class Identity(Module):
 
     def forward(self, x, *args, **kwargs):
         return x
+
+
+class ModuleDict(Module):
+    """Modules by name, registered under their keys (torch.nn.ModuleDict)."""
+
+    def __init__(self, modules=None):
+        super().__init__()
+        self.update(modules or {})
+
+    def __getitem__(self, key):
+        return self._modules[key]
+
+    def __setitem__(self, key, module):
+        setattr(self, key, module)
+
+    def __delitem__(self, key):
+        del self._modules[key]
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules)
+
+    def __contains__(self, key):
+        return key in self._modules
+
+    def keys(self):
+        return self._modules.keys()
+
+    def values(self):
+        return self._modules.values()
+
+    def items(self):
+        return self._modules.items()
+
+    def update(self, modules):
+        for key, module in dict(modules).items():
+            self[key] = module
+
+
+class ParameterList(Module):
+    """Parameters in a list, registered under "0", "1", ... (torch.nn.ParameterList)."""
+
+    def __init__(self, values=None):
+        super().__init__()
+        self.extend(values or [])
+
+    def __getitem__(self, index):
+        return list(self._parameters.values())[index]
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters.values())
+
+    def append(self, value):
+        self.register_parameter(str(len(self)), _as_parameter(value))
+        return self
+
+    def extend(self, values):
+        for value in values:
+            self.append(value)
+        return self
+
+
+class ParameterDict(Module):
+    """Parameters by name (torch.nn.ParameterDict)."""
+
+    def __init__(self, parameters=None):
+        super().__init__()
+        for key, value in dict(parameters or {}).items():
+            self[key] = value
+
+    def __getitem__(self, key):
+        return self._parameters[key]
+
+    def __setitem__(self, key, value):
+        self.register_parameter(key, _as_parameter(value))
+
+    def __len__(self):
+        return len(self._parameters)
+
+    def __iter__(self):
+        return iter(self._parameters)
+
+    def keys(self):
+        return self._parameters.keys()
+
+    def values(self):
+        return self._parameters.values()
+
+    def items(self):
+        return self._parameters.items()
+
+
+def _as_parameter(value):
+    """A Parameter as it is; a Tensor wrapped in one (as torch's ParameterList does)."""
+    return value if isinstance(value, Parameter) else Parameter(value)

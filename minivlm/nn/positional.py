@@ -1,10 +1,14 @@
 """Positional encodings: self-attention sees a set, so where each token sits is added to it.
 
 Sinusoidal (the 2017 Transformer, the lecture's "sin/cos, added to input embedding") or learned
-(one trained D-dim vector per position, as ViT and CLIP). Both take x (..., L, D), positions along
-the second-to-last dimension: (N, L, D) batch first, or (L, D).
+(one trained D-dim vector per position, as ViT, CLIP and GPT-2). Both take x (..., L, D),
+positions along the second-to-last dimension: (N, L, D) batch first, or (L, D). Rotary (RoPE,
+Llama) is not added: it turns each query and key by an angle proportional to its position, so
+that q·k depends on the positions only through their difference; RotaryEmbedding gives the
+angles' cos and sin, F.apply_rotary_pos_emb turns.
 """
 from .. import autograd, backend
+from .. import functional as F
 from ..autograd import Parameter, Tensor
 from . import init
 from .layers import Dropout
@@ -58,9 +62,33 @@ class LearnedPositionalEmbedding(Module):
         self.num_positions, self.embedding_dim = num_positions, embedding_dim
         self.weight = init.normal_(Parameter(autograd.empty(num_positions, embedding_dim)), std=std)
 
-    def forward(self, x):
-        _check_input(x, self.embedding_dim, type(self).__name__, self.num_positions)
-        return x + self.weight[:x.shape[-2]]
+    def forward(self, x, position_ids=None):
+        """position_ids (N, L) or (L,) integer: where each vector sits (default 0 .. L-1)."""
+        if position_ids is None:
+            _check_input(x, self.embedding_dim, type(self).__name__, self.num_positions)
+            return x + self.weight[:x.shape[-2]]
+        _check_input(x, self.embedding_dim, type(self).__name__)
+        ids = position_ids.data if isinstance(position_ids, Tensor) else position_ids
+        if ids.size and int(ids.max()) >= self.num_positions:
+            raise ValueError(f"{type(self).__name__}: position {int(ids.max())} is past the "
+                             f"{self.num_positions} positions it has embeddings for")
+        return x + F.embedding(ids, self.weight)
 
     def extra_repr(self):
         return f"{self.num_positions}, {self.embedding_dim}"
+
+
+class RotaryEmbedding(Module):
+    """The cos and sin of the rotary angles (transformers' LlamaRotaryEmbedding): position p turns
+    the pair i of each head's dim (of dim/2 pairs) by p·base^(−2i/dim). Nothing is learned."""
+
+    def __init__(self, dim, base=10000.0):
+        super().__init__()
+        self.dim, self.base = dim, base
+
+    def forward(self, x, position_ids):
+        """position_ids (N, L) integer -> cos, sin (N, L, dim) in x's dtype."""
+        return F.rotary_cos_sin(position_ids, self.dim, self.base, x.dtype)
+
+    def extra_repr(self):
+        return f"dim={self.dim}, base={self.base}"

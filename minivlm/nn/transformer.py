@@ -58,11 +58,12 @@ class TransformerEncoderLayer(Module):
         self.dropout2 = Dropout(dropout)
         self.activation = _activation_function(activation)
 
-    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False):
+    def forward(self, src, src_mask=None, src_key_padding_mask=None, is_causal=False, cache=None):
         """src_mask (L, L) or (N·nhead, L, L), src_key_padding_mask (N, L): bool True = not
-        allowed, float = added; is_causal=True forbids looking ahead."""
+        allowed, float = added; is_causal=True forbids looking ahead. cache: this layer's
+        nn.cache.LayerCache in a decoder (then S = the cached positions + L in the masks)."""
         x = self._residual(src, lambda x: self._self_attention(x, src_mask, src_key_padding_mask,
-                                                               is_causal),
+                                                               is_causal, cache),
                            self.norm1, self.dropout1)
         return self._residual(x, self._feed_forward, self.norm2, self.dropout2)
 
@@ -73,9 +74,9 @@ class TransformerEncoderLayer(Module):
             return x + dropout(sublayer(norm(x)))
         return norm(x + dropout(sublayer(x)))
 
-    def _self_attention(self, x, attn_mask, key_padding_mask, is_causal):
+    def _self_attention(self, x, attn_mask, key_padding_mask, is_causal, cache=None):
         return self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                              need_weights=False, is_causal=is_causal)[0]
+                              need_weights=False, is_causal=is_causal, cache=cache)[0]
 
     def _feed_forward(self, x):
         return self.linear2(self.dropout(self.activation(self.linear1(x))))

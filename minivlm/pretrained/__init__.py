@@ -16,10 +16,10 @@ import json
 from pathlib import Path
 
 from .. import io
-from . import clip, lm, vision
+from . import clip, llama, lm, vision
 from .names import check_compatible
 
-FAMILIES = (vision, clip, lm)
+FAMILIES = (vision, clip, lm, llama)
 ARCHITECTURES = {a.model_type: a for family in FAMILIES for a in family.ARCHITECTURES}
 
 

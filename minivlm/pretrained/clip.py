@@ -229,10 +229,10 @@ def config_from_openai(checkpoint, metadata=None):
         return CLIPConfig(**json.loads(metadata[CONFIG_METADATA_KEY]))
     width = _shape(checkpoint, "ln_final.weight")[0]
     text = CLIPTextConfig(context_length=_shape(checkpoint, "positional_embedding")[0],
-                      vocab_size=_shape(checkpoint, "token_embedding.weight")[0],
-                      width=width, layers=_count_blocks(checkpoint, "transformer.resblocks."),
-                      heads=_openai_heads(width),
-                      mlp_width=_shape(checkpoint, "transformer.resblocks.0.mlp.c_fc.weight")[0])
+                          vocab_size=_shape(checkpoint, "token_embedding.weight")[0],
+                          width=width, layers=_count_blocks(checkpoint, "transformer.resblocks."),
+                          heads=_openai_heads(width),
+                          mlp_width=_shape(checkpoint, "transformer.resblocks.0.mlp.c_fc.weight")[0])
     return CLIPConfig(_shape(checkpoint, "text_projection")[1], _vision_from_openai(checkpoint),
                       text)
 
@@ -243,15 +243,15 @@ def _vision_from_openai(checkpoint):
         grid = round((_shape(checkpoint, "visual.positional_embedding")[0] - 1) ** 0.5)
         mlp = _shape(checkpoint, "visual.transformer.resblocks.0.mlp.c_fc.weight")[0]
         return CLIPVisionConfig(image_resolution=patch_size * grid,
-                            layers=_count_blocks(checkpoint, "visual.transformer.resblocks."),
-                            width=width, patch_size=patch_size, heads=_openai_heads(width),
-                            mlp_width=mlp)
+                                layers=_count_blocks(checkpoint, "visual.transformer.resblocks."),
+                                width=width, patch_size=patch_size, heads=_openai_heads(width),
+                                mlp_width=mlp)
     grid = round((_shape(checkpoint, "visual.attnpool.positional_embedding")[0] - 1) ** 0.5)
     width = _shape(checkpoint, "visual.layer1.0.conv1.weight")[0]
     return CLIPVisionConfig(image_resolution=32 * grid, patch_size=None,
-                        layers=tuple(_count_blocks(checkpoint, f"visual.layer{stage}.")
+                            layers=tuple(_count_blocks(checkpoint, f"visual.layer{stage}.")
                                      for stage in (1, 2, 3, 4)),
-                        width=width, heads=_openai_heads(32 * width))
+                            width=width, heads=_openai_heads(32 * width))
 
 
 def _shape(checkpoint, name):

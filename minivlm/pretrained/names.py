@@ -27,9 +27,10 @@ class Architecture:
     config_to_json(model) -> the config.json dict; names: the name table (None: the checkpoint
     uses minivlm's own names); prefix: the backbone's prefix in *ForImageClassification /
     *LMHeadModel checkpoints ("vit."), removed before the table is applied and added back on
-    saving where the checkpoint has a head (the `unprefixed` names, which have none); prepare / unprepare: checkpoint ->
-    checkpoint steps a renaming cannot do (stacking q, k, v; transposing), run before the table
-    on loading and after it on saving; build(config) -> model (default model_class(config))."""
+    saving where the checkpoint has a head (the `unprefixed` names, which have none);
+    prepare / unprepare: checkpoint -> checkpoint steps a renaming cannot do (stacking q, k, v;
+    transposing), run before the table on loading and after it on saving; build(config) -> the
+    model (default model_class(config))."""
     model_type: str
     model_class: type
     config_from_json: Callable

@@ -31,6 +31,11 @@ The training data is a pure function of (seed, step) -- step s draws its images 
 variations from a generator seeded with (seed, s) -- and CLIP draws no random numbers while
 training (it has no dropout), so a run resumed from its last checkpoint gives the same losses,
 bit for bit, as one never interrupted.
+
+`mpiexec -n N python -m minivlm train-clip` trains on N ranks: each takes n/N of the batch of n
+and compares its images with the texts of all ranks and its texts with all images
+(minivlm.losses.gathered_clip_loss), so the losses and gradients are those of one process with
+the whole batch (to float rounding).
 """
 import dataclasses
 import time
@@ -38,14 +43,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from .. import distributed, plots
 from ..autograd import manual_seed
 from ..data.shapes import (COLOURS, POSITIONS, SHAPES, SIZES, colour_shape_pairs, make_shapes,
                            split_pairs)
 from ..eval import (IMAGENET_TEMPLATES, accuracy, confusion_matrix, encode_images, encode_texts,
                     few_shot_accuracies, fit_linear_probe, l2_normalize, zero_shot_classifier,
                     zero_shot_logits)
-from ..models.clip import CLIP, CLIPConfig, clip_config, clip_loss
+from ..losses import gathered_clip_loss
+from ..models.clip import CLIP, CLIPConfig, clip_config
 from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
@@ -184,10 +190,10 @@ def train(config=None, out=None, resume=None, stop_at=None, save_every=250):
     tokenizer = CLIPTokenizer()
 
     def loss_of_step(step):
-        """The contrastive loss of step `step`'s matching (image, caption) pairs."""
-        images, ids = training_batch(config, step, seen, tokenizer)
-        logits_per_image, _ = model(images, ids)
-        return clip_loss(logits_per_image)
+        """The contrastive loss of this rank's (image, caption) pairs of step `step` against the
+        whole batch."""
+        images, ids = distributed.shard(*training_batch(config, step, seen, tokenizer))
+        return gathered_clip_loss(*model.embed(images, ids), model.logit_scale)
 
     stop = config.steps if stop_at is None else min(stop_at, config.steps)
     losses = fit(model, optimizer, schedule, loss_of_step, run, stop, config.seed,
@@ -343,6 +349,8 @@ def run(args):
     out = Path(args.resume or args.out or "runs/clip")
     start = time.monotonic()
     model, losses = train(config, out=None if args.resume else out, resume=args.resume)
+    if not distributed.is_main():
+        return 0                     # rank 0 alone evaluates and writes
     print(f"trained {len(losses)} steps in {time.monotonic() - start:.0f} s; loss "
           f"{np.mean(losses[-50:]):.4f} (mean of the last 50 steps); model in {out}")
     start = time.monotonic()

@@ -14,6 +14,12 @@ Every step s draws its data from a generator seeded with (seed, s), and the back
 (dropout) are reseeded with (seed, s) too, so the step reached is the whole random state: a run
 resumed from its directory continues bit for bit as one never interrupted.
 
+Data parallel (`mpiexec -n N python -m minivlm COMMAND`, minivlm.distributed): every rank draws
+the step's global batch and trains on its shard (distributed.shard); `fit` broadcasts the
+parameters from rank 0 at the start and `update` averages the gradients over the ranks, so the
+ranks stay equal; rank 0 alone writes the run directory (the others' Run keeps its metrics in
+memory) and shows the progress. A run resumes on any number of ranks: each reads the directory.
+
     run = Run.start("runs/x", "train-lm", settings)       # or Run.resume("runs/x", "train-lm")
     model = ...; optimizer = adamw(model, lr, weight_decay)
     run.restore(optimizer)                                # the saved moments, when resuming
@@ -26,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import backend, io
+from .. import backend, distributed, io
 from ..autograd import manual_seed
 from ..optim import AdamW, clip_grad_norm_, decay_matrices_only
 from ..pretrained import save_pretrained
@@ -54,8 +60,10 @@ def seeded_rng(seed, *key):
 
 
 def seed_backends(seed, step):
-    """Reseed the backends' generators (dropout, random tensors) for step `step` of a run."""
-    manual_seed(int(seeded_rng(seed, TRAIN_STREAM, step).integers(2 ** 63)))
+    """Reseed the backends' generators (dropout, random tensors) for step `step` of a run; each
+    rank of a data-parallel run gets its own stream (its own dropout masks)."""
+    ranks = () if distributed.world_size() == 1 else (distributed.rank(),)
+    manual_seed(int(seeded_rng(seed, TRAIN_STREAM, step, *ranks).integers(2 ** 63)))
 
 
 # --- optimizing -------------------------------------------------------------------------------
@@ -67,13 +75,15 @@ def adamw(model, lr, weight_decay, **kwargs):
 
 
 def update(loss, optimizer, params, max_grad_norm):
-    """One optimizer step on `loss`: gradients, clipped to norm max_grad_norm, then the update.
-    Returns the loss as a float; a loss that is not finite stops the run."""
-    value = loss.item()
+    """One optimizer step on `loss`: gradients (averaged over the ranks of a data-parallel run),
+    clipped to norm max_grad_norm, then the update. Returns the loss (its mean over the ranks) as
+    a float; a loss that is not finite stops the run."""
+    value = distributed.average(loss.item())
     if not math.isfinite(value):
         raise CommandError(f"the loss is {value}: training diverged (try a smaller --lr)")
     optimizer.zero_grad()
     loss.backward()
+    distributed.average_gradients(params)
     clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     return value
@@ -83,10 +93,13 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
         after_update=None, save_every=250, unit="it", scale=1):
     """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor,
     then `update`, after_update() (e.g. a clamp), the schedule; one metrics line per step and a
-    checkpoint every `save_every` steps and at the end (where the run has a directory)."""
+    checkpoint every `save_every` steps and at the end (where the run has a directory). On
+    several ranks: the parameters of rank 0 first, and its progress bar alone."""
     params = list(model.parameters())
+    distributed.broadcast_parameters(params)
     model.train()
-    bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale)
+    bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale,
+                   disable=not distributed.is_main())
     for step in bar:
         seed_backends(seed, step)
         lr = optimizer.param_groups[0]["lr"]
@@ -104,23 +117,24 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
 # --- the run directory ------------------------------------------------------------------------
 
 class Run:
-    """A training command's run: its directory (None: keep everything in memory), the command's
-    settings (a JSON-able dict), the step reached and the metrics logged so far."""
+    """A training command's run: its directory (None: keep everything in memory, as on every rank
+    of a data-parallel run but rank 0), the command's settings (a JSON-able dict), the step
+    reached and the metrics logged so far."""
 
     def __init__(self, directory, command, settings, step=0, metrics=(), optimizer_state=None):
         self.directory = None if directory is None else Path(directory)
         self.command, self.settings, self.step = command, settings, step
         self.extra_config = {}   # entries the model's config.json gets (e.g. id2label)
         self.metrics, self.optimizer_state = list(metrics), optimizer_state
-        self.seconds = metrics[-1]["seconds"] if metrics else 0.0
-        self.started = time.monotonic() - self.seconds
+        self.started = time.monotonic() - (metrics[-1]["seconds"] if metrics else 0.0)
 
     @classmethod
     def start(cls, directory, command, settings):
-        """A new run in `directory`; an error if it holds a run already."""
-        if directory is not None:
-            directory = check_out_directory(directory, command)
-        return cls(directory, command, settings)
+        """A new run in `directory`; an error if it holds a run already. Rank 0 alone checks
+        and writes it."""
+        if directory is not None and distributed.is_main():
+            return cls(check_out_directory(directory), command, settings)
+        return cls(None, command, settings)
 
     @classmethod
     def resume(cls, directory, command):
@@ -134,10 +148,12 @@ class Run:
                                f"{STATE_FILE} from step {step} (the run was stopped while "
                                f"saving); start a new run")
         metrics = [m for m in read_metrics(directory) if m["step"] <= step]
-        run = cls(directory, command, json.loads(metadata["settings"]), step, metrics,
+        run = cls(directory if distributed.is_main() else None, command,
+                  json.loads(metadata["settings"]), step, metrics,
                   (io.load_safetensors(directory / STATE_FILE),
                    json.loads(metadata["param_groups"])))
-        run._rewrite_metrics()   # drops the lines of steps after the checkpoint
+        if run.directory is not None:
+            run._rewrite_metrics()   # drops the lines of steps after the checkpoint
         return run
 
     def restore(self, optimizer):
@@ -208,7 +224,7 @@ def saved_settings(directory, command):
     return json.loads(_state_metadata(directory, command)["settings"])
 
 
-def check_out_directory(directory, command):
+def check_out_directory(directory):
     """`directory` as a Path, after checking that a new run may be written there."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():

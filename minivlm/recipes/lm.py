@@ -17,13 +17,15 @@ tokenizer.json, the resume state, metrics.jsonl, results.json and loss.png besid
 """
 import dataclasses
 import math
+from pathlib import Path
+
 import numpy as np
 
-from .. import plots
+from .. import distributed, plots
 from ..autograd import manual_seed, tensor
 from ..data.text import corpus
-from ..models.lm import (IGNORE_INDEX, OBJECTIVES, LMConfig, build_model, fill_mask, generate,
-                         lm_loss, mask_tokens)
+from ..models.lm import (IGNORE_INDEX, OBJECTIVES, LMConfig, build_model, fill_mask, lm_loss,
+                         mask_tokens)
 from ..nn import evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
@@ -99,7 +101,11 @@ def train(model, tokenizer, stream, steps, batch_size, lr, weight_decay=0.1, max
         rng = seeded_rng(seed, TRAIN_STREAM, step)
         inputs, targets = inputs_and_targets(random_windows(stream, batch_size, length, rng),
                                              model.config.objective, tokenizer, rng)
-        return lm_loss(model(tensor(inputs)), tensor(targets))
+        # the rank's summed token losses over its share of the batch's token count, so that the
+        # mean over the ranks is the batch's mean (the masked LM's ranks mask different counts)
+        share = int((targets != IGNORE_INDEX).sum()) / distributed.world_size()
+        inputs, targets = distributed.shard(inputs, targets)
+        return lm_loss(model(tensor(inputs)), tensor(targets), reduction="sum") / share
 
     return fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm,
                unit="tok", scale=batch_size * length)
@@ -182,7 +188,7 @@ def run(args):
     if args.resume is not None:
         settings = resumed_settings(args)
         training_run = Run.resume(args.resume, COMMAND)
-        tokenizer = BPETokenizer.load(training_run.directory / TOKENIZER_FILE)
+        tokenizer = BPETokenizer.load(Path(args.resume) / TOKENIZER_FILE)
         model = load_pretrained(args.resume)
     else:
         settings = settings_from_args(args)
@@ -190,15 +196,21 @@ def run(args):
                                  settings)
         tokenizer = tokenizer_for(args.tokenizer, train_sentences(settings),
                                   settings["vocab_size"])
-        tokenizer.save(training_run.directory / TOKENIZER_FILE)
+        if training_run.directory is not None:      # rank 0 alone writes
+            tokenizer.save(training_run.directory / TOKENIZER_FILE)
         manual_seed(settings["seed"])
         model = build_model(LMConfig(settings["objective"], tokenizer.vocab_size,
                                      settings["seq_len"], settings["width"], settings["layers"],
                                      settings["heads"]))
+    if settings["objective"] == "causal":   # config.json's ids, as GPT-2's: `minivlm generate`
+        training_run.extra_config.update(bos_token_id=tokenizer.bos_id,
+                                         eos_token_id=tokenizer.eos_id)
     print(f"{settings['objective']} LM: {model.num_parameters():,} parameters, {model.config}")
     sentences = train_sentences(settings)
     train(model, tokenizer, token_stream(sentences, tokenizer), settings["steps"],
           settings["batch_size"], settings["lr"], seed=settings["seed"], run=training_run)
+    if not distributed.is_main():
+        return 0                     # rank 0 alone evaluates and writes
 
     held_out = held_out_sentences(sentences, seed=settings["seed"])
     windows = consecutive_windows(token_stream(held_out, tokenizer), window_length(model.config))
@@ -234,18 +246,21 @@ def tokenizer_for(path, sentences, vocab_size):
 
 
 def show_samples(model, tokenizer, sentences, temperature, top_k):
-    """Print each sentence's first half and the model's sampled continuation."""
+    """Print each sentence's first half (at most half the context) and the model's sampled
+    continuation, which fills the rest of the context at most."""
     print(f"samples (temperature {temperature}, top-k {top_k}): prompt | continuation")
+    context = model.config.context_length
     for sentence in sentences:
         words = sentence.split()
         prompt = " ".join(words[:max(1, len(words) // 2)])
-        prompt_ids = np.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)]])
-        ids = generate(model, tensor(prompt_ids).data, max_new_tokens=30,
-                       temperature=temperature, top_k=top_k, eos_id=tokenizer.eos_id)
+        prompt_ids = np.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)][:context // 2]])
+        ids = model.generate(tensor(prompt_ids).data, context - prompt_ids.shape[1],
+                             do_sample=True, temperature=temperature, top_k=top_k,
+                             eos_token_id=tokenizer.eos_id)
         continuation = tensor(ids).tolist()[0][prompt_ids.shape[1]:]
         if tokenizer.eos_id in continuation:
             continuation = continuation[:continuation.index(tokenizer.eos_id)]
-        print(f"  {prompt} |{tokenizer.decode(continuation)}")
+        print(f"  {tokenizer.decode(prompt_ids[0, 1:].tolist())} |{tokenizer.decode(continuation)}")
 
 
 def show_filled_masks(model, tokenizer, sentences):

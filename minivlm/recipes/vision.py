@@ -19,14 +19,19 @@ of the steps, then cosine decay to lr/10; weight decay on matrices only; gradien
 norm 1. The run directory is a Hugging Face ViTForImageClassification or
 SwinForImageClassification directory (minivlm's own layout for the ResNet) whose id2label names
 the classes, with the resume state, metrics.jsonl, results.json and loss.png beside it.
+
+`mpiexec -n N python -m minivlm train-vision ...` trains on N ranks, each on n/N images of every
+batch of n (recipes.common). The ViT and Swin then compute what one process computes (to
+rounding); the ResNet's batch norm normalises over each rank's images, as PyTorch's DDP without
+SyncBatchNorm.
 """
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 
+from .. import distributed, plots
 from .. import functional as F
-from .. import plots
 from ..autograd import manual_seed, tensor
 from ..data.shapes import COLOURS, POSITIONS, SHAPES, SIZES, make_shapes
 from ..eval import confusion_matrix
@@ -144,7 +149,7 @@ def train(model, config, steps, batch_size=64, lr=1e-3, weight_decay=0.05, seed=
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
 
     def loss_of_step(step):
-        images, labels = training_batch(config, batch_size, step, seed)
+        images, labels = distributed.shard(*training_batch(config, batch_size, step, seed))
         return F.cross_entropy(model(tensor(images)), tensor(labels))
 
     return fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm,
@@ -246,6 +251,8 @@ def run(args):
           f"({config.target}), options {config.options}")
     train(model, config, settings["steps"], settings["batch_size"], settings["lr"],
           seed=settings["seed"], run=training_run)
+    if not distributed.is_main():
+        return 0                     # rank 0 alone evaluates and writes
 
     images, labels = held_out_set(config, args.held_out, seed=settings["seed"])
     accuracy, per_class = evaluate(model, images, labels, len(config.classes))

@@ -1,9 +1,10 @@
-"""Byte-level byte-pair encoding (BPE) that you train yourself.
+"""Byte-level byte-pair encoding (BPE): train your own, or read a Hugging Face tokenizer.json.
 
     tokenizer = BPETokenizer.train(corpus(), vocab_size=1260)   # 256 bytes + 4 specials + 1000 merges
     ids = tokenizer.encode("the red circle is above the blue square.")
     text = tokenizer.decode(ids)                                 # the same string, exactly
     tokenizer.save("tokenizer.json"); tokenizer = BPETokenizer.load("tokenizer.json")
+    tokenizer = BPETokenizer.load("SmolLM2-135M/tokenizer.json")   # GPT-2's and SmolLM2's kind
 
 Token ids:   0 .. 255                  the 256 bytes (id == byte value)
              256 .. 256 + S - 1        the S special tokens, in the order given ("<s>", "</s>", ...)
@@ -17,6 +18,14 @@ Because every id stands for a byte string, `decode(encode(text)) == text` for ev
 Training (Sennrich et al. 2016): count every adjacent pair of ids in the corpus's pre-tokens,
 merge the most frequent pair into a new id, repeat. The pair counts are updated incrementally:
 a merge only touches the pre-tokens that contain the pair.
+
+Files are Hugging Face's tokenizer.json (the `tokenizers` package reads what `save` writes, and
+`load` reads the byte-level BPE files of GPT-2 and SmolLM2): a "BPE" model whose vocab spells
+each token's bytes with GPT-2's printable characters (bytes_to_unicode), its merges in rank
+order, the special tokens as added_tokens, and the ByteLevel pre-tokenizer (GPT-2's regex),
+optionally after splitting digits one by one (SmolLM2). There a token's id need not grow with
+its merge's rank, so merges are applied by rank (`ranks`). Any other kind of tokenizer.json
+(WordPiece, SentencePiece-style Metaspace, a normalizer, ...) is an error naming what it has.
 """
 
 import heapq
@@ -32,8 +41,25 @@ from ..io import atomic_write
 GPT2_PATTERN = regex.compile(
     r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+""")
 
+DIGITS = regex.compile(r"\p{N}|\P{N}+")    # tokenizers' Digits(individual_digits=True)
+
 DEFAULT_SPECIAL_TOKENS = ("<s>", "</s>", "<pad>", "<mask>")
-_FORMAT = "minivlm.BPETokenizer"
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+              "use_regex": True}
+SPLIT_DIGITS = {"type": "Digits", "individual_digits": True}
+
+
+def bytes_to_unicode():
+    """GPT-2's table byte -> printable character, so merges can be written as text.
+
+    Printable Latin-1 bytes map to themselves; the other 68 (whitespace, control characters)
+    map to chr(256), chr(257), ... Returns a dict whose order is CLIP's byte numbering.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{b: chr(b) for b in printable},
+            **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
 def merge_pair(ids, pair, new_id):
@@ -52,15 +78,17 @@ def merge_pair(ids, pair, new_id):
     return merged
 
 
-def apply_merges(ids, merges):
+def apply_merges(ids, merges, ranks=None):
     """Byte-pair encode one pre-token: list of ids -> list of ids.
 
-    merges maps a pair of ids to the id of the merged token. Merged ids grow in the order the
-    merges were learned, so the pair with the smallest merged id is merged first, until no
-    adjacent pair has a merge. (This is also the rule of OpenAI's GPT-2 and CLIP tokenizers.)
+    merges maps a pair of ids to the id of the merged token; the pair learned first (the
+    smallest rank) is merged first, until no adjacent pair has a merge. (This is also the rule
+    of OpenAI's GPT-2 and CLIP tokenizers.) ranks maps each pair to its rank; without it, the
+    merged ids, which grow in the order the merges were learned where ids were given so.
     """
+    ranks = merges if ranks is None else ranks
     while len(ids) > 1:
-        pair = min(zip(ids, ids[1:]), key=lambda p: merges.get(p, float("inf")))
+        pair = min(zip(ids, ids[1:]), key=lambda p: ranks.get(p, float("inf")))
         if pair not in merges:
             break
         ids = merge_pair(ids, pair, merges[pair])
@@ -88,7 +116,8 @@ class BPETokenizer:
 
     merges: list of (left id, right id) pairs; merge k gets id 256 + len(special_tokens) + k.
     special_tokens: strings that get their own ids (256, 257, ...) and are recognised in text.
-    Usually made by `BPETokenizer.train(texts, vocab_size)` or `BPETokenizer.load(path)`.
+    Usually made by `BPETokenizer.train(texts, vocab_size)` or `BPETokenizer.load(path)` (which
+    also reads a Hugging Face tokenizer.json numbered its own way: see from_hugging_face).
     """
 
     def __init__(self, merges, special_tokens=DEFAULT_SPECIAL_TOKENS):
@@ -110,7 +139,13 @@ class BPETokenizer:
             self.merges[(left, right)] = new_id
             self.vocab.append(self.vocab[left] + self.vocab[right])
             mergeable.add(new_id)
-        self._split_special = _special_splitter(special_tokens)
+        self._prepare_encoding(byte_ids=list(range(256)), ranks=None, split_digits=False)
+
+    def _prepare_encoding(self, byte_ids, ranks, split_digits):
+        """byte_ids: byte value -> its token id; ranks: pair -> rank (None: the merged ids are
+        in rank order); split_digits: digits become pre-tokens of their own (SmolLM2)."""
+        self.byte_ids, self.ranks, self.split_digits = byte_ids, ranks, split_digits
+        self._split_special = _special_splitter(self.special_tokens)
         self._cache = {}
 
     @property
@@ -172,14 +207,16 @@ class BPETokenizer:
         for chunk in self._split_special(text):
             if chunk in self.special_tokens:
                 ids.append(self.special_tokens[chunk])
-            else:
-                for pretoken in GPT2_PATTERN.findall(chunk):
+                continue
+            for piece in DIGITS.findall(chunk) if self.split_digits else [chunk]:
+                for pretoken in GPT2_PATTERN.findall(piece):
                     ids.extend(self._encode_pretoken(pretoken))
         return ids
 
     def _encode_pretoken(self, pretoken):
         if pretoken not in self._cache:
-            self._cache[pretoken] = apply_merges(list(pretoken.encode("utf-8")), self.merges)
+            ids = [self.byte_ids[b] for b in pretoken.encode("utf-8")]
+            self._cache[pretoken] = apply_merges(ids, self.merges, self.ranks)
         return self._cache[pretoken]
 
     def decode(self, ids):
@@ -190,22 +227,102 @@ class BPETokenizer:
     # ------------------------------------------------------------------ files
 
     def save(self, path):
-        """Write the tokenizer as JSON (to a temporary file, then renamed to `path`)."""
-        state = {"format": _FORMAT, "special_tokens": list(self.special_tokens),
-                 "merges": [list(pair) for pair in self.merges]}
+        """Write the tokenizer as a Hugging Face tokenizer.json (to a temporary file, then
+        renamed to `path`)."""
         with atomic_write(path) as f:
-            f.write(json.dumps(state).encode("utf-8"))
+            f.write(json.dumps(self.to_hugging_face(), ensure_ascii=False).encode("utf-8"))
 
     @classmethod
     def load(cls, path):
-        """Read a tokenizer written by `save`."""
+        """Read a tokenizer.json: one `save` wrote, or a Hugging Face byte-level BPE one."""
         with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-        missing = {"format", "special_tokens", "merges"} - set(state)
-        if missing or state["format"] != _FORMAT:
-            raise ValueError(f"{path} is not a saved BPETokenizer (format {state.get('format')!r}, "
-                             f"missing keys {sorted(missing)})")
-        return cls([tuple(pair) for pair in state["merges"]], state["special_tokens"])
+            return cls.from_hugging_face(json.load(f), where=path)
+
+    def to_hugging_face(self):
+        """The tokenizer.json contents (a dict) of this tokenizer."""
+        spelled = bytes_to_unicode()
+        text = ["".join(spelled[b] for b in token) for token in self.vocab]
+        for token, i in self.special_tokens.items():     # in the vocab too, as written
+            text[i] = token
+        vocab = {token: i for i, token in enumerate(text)}
+        if len(vocab) != len(text):
+            raise ValueError("two tokens of this tokenizer spell the same text, which a "
+                             "tokenizer.json vocab cannot hold")
+        pre_tokenizer = (BYTE_LEVEL if not self.split_digits else
+                         {"type": "Sequence", "pretokenizers": [SPLIT_DIGITS, BYTE_LEVEL]})
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": token, "single_word": False, "lstrip": False,
+                              "rstrip": False, "normalized": False, "special": True}
+                             for token, i in self.special_tokens.items()],
+            "normalizer": None, "pre_tokenizer": pre_tokenizer, "post_processor": None,
+            "decoder": {**BYTE_LEVEL, "add_prefix_space": True},
+            "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                      "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                      "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                      "vocab": vocab,
+                      "merges": [[text[left], text[right]] for left, right in self.merges]}}
+
+    @classmethod
+    def from_hugging_face(cls, config, where="tokenizer.json"):
+        """The tokenizer of a Hugging Face tokenizer.json's contents (a dict): byte-level BPE
+        as GPT-2 and SmolLM2 ship it, with its own ids; anything else is a clear error."""
+        split_digits = _check_byte_level_bpe(config, where)
+        model = config["model"]
+        byte_of = {c: b for b, c in bytes_to_unicode().items()}
+        ids = dict(model["vocab"])
+        special_tokens = {token["content"]: token["id"] for token in config.get("added_tokens", [])}
+        vocab = {i: token.encode("utf-8") for token, i in special_tokens.items()}
+        for token, i in ids.items():
+            if i not in vocab:
+                vocab[i] = bytes(byte_of[c] for c in token)
+        missing = sorted(set(range(max(vocab) + 1)) - set(vocab))
+        bytes_missing = [b for b, c in bytes_to_unicode().items() if c not in ids]
+        if missing or bytes_missing:
+            raise ValueError(f"{where}: the vocab lacks ids {missing[:10]} and bytes "
+                             f"{bytes_missing[:10]} (a byte-level BPE vocab has every byte)")
+        tokenizer = cls.__new__(cls)
+        tokenizer.special_tokens = special_tokens
+        tokenizer.vocab = [vocab[i] for i in range(len(vocab))]
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in model["merges"]]
+        tokenizer.merges = {(ids[left], ids[right]): ids[left + right] for left, right in pairs}
+        ranks = {pair: rank for rank, pair in enumerate(tokenizer.merges)}
+        spelled = bytes_to_unicode()
+        tokenizer._prepare_encoding([ids[spelled[b]] for b in range(256)], ranks, split_digits)
+        return tokenizer
+
+
+def _check_byte_level_bpe(config, where):
+    """Raise a ValueError naming what a tokenizer.json has that is not byte-level BPE; return
+    whether its pre-tokenizer splits digits first."""
+    def refuse(part, value):
+        raise ValueError(f"{where}: {part} {value!r} is not supported: minivlm reads byte-level "
+                         f"BPE tokenizers (as GPT-2's and SmolLM2's)")
+    model = config.get("model") if isinstance(config, dict) else None
+    if not isinstance(model, dict):
+        raise ValueError(f"{where} is not a Hugging Face tokenizer.json (it has no 'model')")
+    if model.get("type", "BPE") != "BPE":
+        refuse("model type", model.get("type"))
+    for option, default in (("dropout", None), ("byte_fallback", False), ("ignore_merges", False),
+                            ("continuing_subword_prefix", None), ("end_of_word_suffix", None)):
+        if model.get(option, default) not in (default, ""):
+            refuse(f"model's {option}", model[option])
+    if config.get("normalizer") is not None:
+        refuse("normalizer", config["normalizer"].get("type"))
+    for part in ("decoder", "post_processor"):
+        kind = (config.get(part) or {"type": "ByteLevel"}).get("type")
+        if kind != "ByteLevel":
+            refuse(part, kind)
+    for token in config.get("added_tokens", []):
+        if token.get("lstrip") or token.get("rstrip") or token.get("single_word"):
+            refuse("added token option (lstrip, rstrip or single_word) of", token["content"])
+    pre = config.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    steps = [{k: v for k, v in step.items() if k != "trim_offsets"} for step in steps]
+    byte_level = {k: v for k, v in BYTE_LEVEL.items() if k != "trim_offsets"}  # offsets only
+    if steps not in ([byte_level], [SPLIT_DIGITS, byte_level]):
+        refuse("pre_tokenizer", [step.get("type") for step in steps])
+    return len(steps) == 2
 
 
 # ---------------------------------------------------------------------- training helpers

@@ -21,7 +21,7 @@ import ftfy
 import numpy as np
 import regex
 
-from .bpe import apply_merges, token_bytes
+from .bpe import apply_merges, bytes_to_unicode, token_bytes
 
 VOCAB_PATH = Path(__file__).with_name("bpe_simple_vocab_16e6.txt.gz")
 N_MERGES = 49152 - 256 - 2           # OpenAI reads this many merge lines of the file
@@ -31,19 +31,6 @@ END_OF_WORD = "</w>"
 PATTERN = regex.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
     regex.IGNORECASE)
-
-
-def bytes_to_unicode():
-    """GPT-2's table byte -> printable character, so merges can be written as text.
-
-    Printable Latin-1 bytes map to themselves; the other 68 (whitespace, control characters)
-    map to chr(256), chr(257), ... Returns a dict whose order is CLIP's byte numbering.
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable},
-            **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
 def clean(text):

@@ -1,0 +1,1 @@
+"""The experiments of `minivlm experiment NAME`, one module each (see recipes/experiment.py)."""

@@ -1,0 +1,1 @@
+"""torch.utils's counterparts: minivlm.utils.data (Dataset, DataLoader)."""
