@@ -348,7 +348,7 @@ def llama_generation(batch, prompt=64, new_tokens=128, use_cache=True, name="lla
 
     def ours(device):
         model = _seeded(lambda: LlamaForCausalLM(config)).to(device).eval()
-        x = mv.tensor(ids, device=device).data
+        x = mv.tensor(ids, device=device).array
 
         def step():
             return mv.backend.to_numpy(model.generate(x, new_tokens, use_cache=use_cache))

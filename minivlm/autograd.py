@@ -80,7 +80,7 @@ class Function:
     def apply(cls, *inputs, **kwargs):
         fn = cls()
         fn.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in inputs)
-        out = fn.forward(*(t.data for t in inputs), **kwargs)
+        out = fn.forward(*(t.array for t in inputs), **kwargs)
         requires_grad = any(fn.needs_input_grad)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
@@ -107,7 +107,7 @@ _PYTHON_DTYPES = {"b": "bool", "i": "int64", "u": "int64", "f": "float32"}
 def _wrapped(data):
     """The array a Tensor(*data) holds (see Tensor)."""
     if len(data) == 1 and isinstance(data[0], Tensor):
-        return data[0].data
+        return data[0].array
     if len(data) == 1 and backend.is_array(data[0]):
         return backend.as_array(data[0])
     if all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in data):
@@ -120,7 +120,7 @@ def _wrapped(data):
 def _as_array(data, dtype, device):
     """A copy of `data` as an array on backend `device`."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     if backend.is_array(data):
         array = backend.to_backend(data, device)
         return array.astype(dtype or array.dtype, copy=array is data)  # a transfer has copied
@@ -139,48 +139,48 @@ class Tensor:
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
 
     def __init__(self, *data, requires_grad=False):
-        self.data = _wrapped(data)
+        self.array = _wrapped(data)
         self.requires_grad = requires_grad
         self.grad = None
         self._ctx = None
 
     # --- what the tensor is -------------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    dtype = property(lambda self: self.data.dtype)
-    ndim = property(lambda self: self.data.ndim)
-    device = property(lambda self: backend.name_of(self.data))
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+    ndim = property(lambda self: self.array.ndim)
+    device = property(lambda self: backend.name_of(self.array))
     is_leaf = property(lambda self: self._ctx is None)
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self):
-        return int(self.data.size)
+        return int(self.array.size)
 
     def __len__(self):
         return self.shape[0]
 
     def __bool__(self):  # else Python falls back to len(): tensor([0.]) would be True
-        return bool(self.data)  # several elements: NumPy's "truth value is ambiguous" error
+        return bool(self.array)  # several elements: NumPy's "truth value is ambiguous" error
 
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
-        body = repr(backend.to_numpy(self.data)).replace("array(", "tensor(", 1)
+        body = repr(backend.to_numpy(self.array)).replace("array(", "tensor(", 1)
         return f"{body[:-1]}{grad}, device={self.device!r})" if self.device != "numpy" \
             else f"{body[:-1]}{grad})"
 
     def numpy(self):
         """The values as a host NumPy array (a copy when on the GPU)."""
-        return backend.to_numpy(self.data)
+        return backend.to_numpy(self.array)
 
     def item(self):
-        return self.data.item()
+        return self.array.item()
 
     def tolist(self):
         return self.numpy().tolist()
 
     def detach(self):
-        return Tensor(self.data)
+        return Tensor(self.array)
 
     def requires_grad_(self, flag=True):
         self.requires_grad = flag
@@ -242,13 +242,13 @@ class Tensor:
             raise RuntimeError("backward() on a tensor that does not require grad "
                                "(no input of the computation had requires_grad=True)")
         if grad is None:
-            if self.data.size != 1:
+            if self.array.size != 1:
                 raise RuntimeError(f"backward() without a gradient needs a scalar output; this one "
                                    f"has shape {self.shape}: pass grad= of that shape")
-            grad = xp_of(self.data).ones_like(self.data)
+            grad = xp_of(self.array).ones_like(self.array)
         else:
-            grad = grad.data if isinstance(grad, Tensor) else grad
-            grad = xp_of(self.data).asarray(grad, dtype=self.dtype)
+            grad = grad.array if isinstance(grad, Tensor) else grad
+            grad = xp_of(self.array).asarray(grad, dtype=self.dtype)
             if grad.shape != self.shape:
                 raise ValueError(f"backward(grad): grad has shape {grad.shape} but the tensor has "
                                  f"shape {self.shape}")
@@ -282,7 +282,7 @@ class Tensor:
             # reductions give a scalar (a 0-d leaf), so that clipping can scale it in place
             self.grad = Tensor(xp_of(g).array(g))
         else:
-            self.grad.data += g
+            self.grad.array += g
 
     def _topological_order(self):
         """Nodes from this one back to the leaves, each after every node that uses it."""
@@ -324,10 +324,10 @@ class Tensor:
 
     # --- logical operators, for boolean (and integer) tensors: no gradient -----------------------
     def _logical(self, other, op):
-        other = other.data if isinstance(other, Tensor) else other
-        return Tensor(getattr(self.data, op)(other))
+        other = other.array if isinstance(other, Tensor) else other
+        return Tensor(getattr(self.array, op)(other))
 
-    def __invert__(self): return Tensor(~self.data)
+    def __invert__(self): return Tensor(~self.array)
     def __and__(self, other): return self._logical(other, "__and__")
     def __or__(self, other): return self._logical(other, "__or__")
     def __xor__(self, other): return self._logical(other, "__xor__")
@@ -335,8 +335,8 @@ class Tensor:
     def __ror__(self, other): return self._logical(other, "__ror__")
     def __floordiv__(self, other): return self._logical(other, "__floordiv__")
     def __mod__(self, other): return self._logical(other, "__mod__")
-    def any(self, dim=None, keepdim=False): return Tensor(self.data.any(axis=dim, keepdims=keepdim))
-    def all(self, dim=None, keepdim=False): return Tensor(self.data.all(axis=dim, keepdims=keepdim))
+    def any(self, dim=None, keepdim=False): return Tensor(self.array.any(axis=dim, keepdims=keepdim))
+    def all(self, dim=None, keepdim=False): return Tensor(self.array.all(axis=dim, keepdims=keepdim))
 
     def __lt__(self, other): return self._logical(other, "__lt__")
     def __le__(self, other): return self._logical(other, "__le__")
@@ -421,11 +421,11 @@ class Tensor:
         array; otherwise self becomes the op's output node, as torch's in-place ops do — an error
         for a leaf that requires grad, or for a tensor that recorded ops already used (their
         gradients would see the new values)."""
-        old = Tensor(self.data, requires_grad=self.requires_grad)
+        old = Tensor(self.array, requires_grad=self.requires_grad)
         old._ctx = self._ctx
         result = op(old)
         if not result.requires_grad:
-            self.data[...] = result.data
+            self.array[...] = result.array
             return self
         if self.is_leaf and self.requires_grad:
             raise RuntimeError("an in-place operation on a leaf tensor that requires grad: do "
@@ -434,7 +434,7 @@ class Tensor:
             raise RuntimeError("an in-place operation on a tensor that recorded operations "
                                "already used: their gradients would be wrong; write it out of "
                                "place (y = x.clone(); y[...] = ...)")
-        self.data, self._ctx, self.requires_grad = result.data, result._ctx, True
+        self.array, self._ctx, self.requires_grad = result.array, result._ctx, True
         return self
 
     def fill_(self, value): return self._in_place(lambda t: F.setitem(t, Ellipsis, value))
@@ -463,7 +463,7 @@ class Parameter(Tensor):
     """A Tensor that a Module registers as a learnable parameter (requires_grad=True)."""
 
     def __init__(self, data, requires_grad=True):
-        data = data.data if isinstance(data, Tensor) else data
+        data = data.array if isinstance(data, Tensor) else data
         super().__init__(data, requires_grad=requires_grad)
 
     def __repr__(self):
@@ -481,7 +481,7 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     stays float64) and, unless `device` says otherwise, their backend; Python floats become
     float32, ints int64 and bools bool, as in torch.tensor."""
     if device is None:
-        source = data.data if isinstance(data, Tensor) else data
+        source = data.array if isinstance(data, Tensor) else data
         device = "cupy" if backend.is_cupy_array(source) else backend.default_name()
     return Tensor(_as_array(data, dtype, backend.canonical_name(device)),
                   requires_grad=requires_grad)

@@ -257,7 +257,7 @@ def shard(*arrays):
 def broadcast_parameters(params, root=0):
     """Every parameter's values from rank `root` (one broadcast each: done once, at the start)."""
     for param in params:
-        broadcast(param.data, root)
+        broadcast(param.array, root)
 
 
 def buckets(tensors, bucket_bytes=BUCKET_BYTES):
@@ -266,11 +266,11 @@ def buckets(tensors, bucket_bytes=BUCKET_BYTES):
     groups, total, kind = [], 0, None
     for tensor in tensors:
         if not groups or (tensor.device, tensor.dtype) != kind \
-                or total + tensor.data.nbytes > bucket_bytes:
+                or total + tensor.array.nbytes > bucket_bytes:
             groups.append([])
             total, kind = 0, (tensor.device, tensor.dtype)
         groups[-1].append(tensor)
-        total += tensor.data.nbytes
+        total += tensor.array.nbytes
     return groups
 
 
@@ -283,12 +283,12 @@ def average_gradients(params, bucket_bytes=BUCKET_BYTES):
     if size == 1:
         return
     for bucket in buckets([p.grad for p in params if p.grad is not None], bucket_bytes):
-        total = xp_of(bucket[0].data).concatenate([grad.data.ravel() for grad in bucket])
+        total = xp_of(bucket[0].array).concatenate([grad.array.ravel() for grad in bucket])
         _transport(backend.name_of(total)).all_reduce(total)
         total /= size
         start = 0
         for grad in bucket:
-            grad.data = total[start:start + grad.numel()].reshape(grad.shape)
+            grad.array = total[start:start + grad.numel()].reshape(grad.shape)
             start += grad.numel()
 
 

@@ -26,7 +26,7 @@ def clip_loss(logits_per_image, logits_per_text=None, first=0):
         raise ValueError(f"clip_loss: logits_per_text must have the shape of logits_per_image "
                          f"{(n, m)}, got {tuple(logits_per_text.shape)}, and rows first={first} "
                          f"... first + {n} must lie in [0, {m})")
-    labels = xp_of(logits_per_image.data).arange(first, first + n)
+    labels = xp_of(logits_per_image.array).arange(first, first + n)
     loss_i = F.cross_entropy(logits_per_text, labels)    # the slide's axis=0
     loss_t = F.cross_entropy(logits_per_image, labels)   # the slide's axis=1
     return (loss_i + loss_t) / 2

@@ -1,6 +1,6 @@
 """Optimizers (SGD, AdamW), learning-rate schedules and gradient clipping, as torch.optim.
 
-An optimizer updates each parameter's array in place (`param.data`), in the parameter's own
+An optimizer updates each parameter's array in place (`param.array`), in the parameter's own
 dtype: hyperparameters are Python floats, which NumPy and CuPy apply without upcasting a float32
 array. Its state (momenta, step counts) is saved by `state_dict()` as NumPy arrays and Python
 numbers, so a training run resumes exactly from a checkpoint.
@@ -49,14 +49,14 @@ class Optimizer:
                 if set_to_none:
                     param.grad = None
                 else:
-                    param.grad.data[...] = 0
+                    param.grad.array[...] = 0
 
     def step(self):
         """Update every parameter that has a gradient."""
         for group in self.param_groups:
             for param in group["params"]:
                 if param.grad is not None:
-                    self._update(param.data, param.grad.data, self.state.setdefault(param, {}),
+                    self._update(param.array, param.grad.array, self.state.setdefault(param, {}),
                                  group)
 
     def _update(self, param, grad, state, group):
@@ -294,7 +294,7 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coefficient min(1, max_norm / (total_norm + 1e-6)). Returns the norm before clipping
     (a 0-d Tensor; norm_type may be float('inf'))."""
     parameters = [parameters] if isinstance(parameters, Tensor) else parameters
-    grads = [p.grad.data for p in parameters if p.grad is not None]
+    grads = [p.grad.array for p in parameters if p.grad is not None]
     if not grads:
         return Tensor(backend.default_xp().zeros((), dtype="float32"))
     xp = xp_of(*grads)

@@ -45,14 +45,14 @@ def gradcheck(fn, inputs, eps=1e-6, rtol=1e-5, atol=1e-6, n_directions=3, max_el
 
     def objective():
         with no_grad():
-            return float(np.sum(backend.to_numpy(call().data) * weight))
+            return float(np.sum(backend.to_numpy(call().array) * weight))
 
     for t in checked.values():
         t.grad = None
     out.backward(weight)
     rng = np.random.default_rng(seed + 1)
     for key, t in checked.items():
-        analytic = np.zeros(t.shape) if t.grad is None else backend.to_numpy(t.grad.data)
+        analytic = np.zeros(t.shape) if t.grad is None else backend.to_numpy(t.grad.array)
         if analytic.shape != t.shape:
             raise AssertionError(f"gradcheck: the gradient of {_label(key)} has shape "
                                  f"{analytic.shape} but the input has shape {t.shape}")
@@ -78,14 +78,14 @@ def _one_hot(shape, flat_index):
 
 def _compare_along(t, objective, analytic, probes, eps, rtol, atol, label):
     """Compare ⟨analytic, d⟩ with the central difference of `objective` along each probe d."""
-    original = t.data
+    original = t.array
     worst, failures = None, 0
     try:
         for where, d in probes:
             step = backend.to_backend(eps * d, t.device)
-            t.data = original + step
+            t.array = original + step
             f_plus = objective()
-            t.data = original - step
+            t.array = original - step
             f_minus = objective()
             numeric = (f_plus - f_minus) / (2 * eps)
             exact = float(np.sum(analytic * d))
@@ -95,7 +95,7 @@ def _compare_along(t, objective, analytic, probes, eps, rtol, atol, label):
             if worst is None or excess > worst[0]:
                 worst = excess, where, exact, numeric
     finally:
-        t.data = original
+        t.array = original
     if failures:
         _, where, exact, numeric = worst
         raise AssertionError(
@@ -150,7 +150,7 @@ def _assert_close_elementwise(a, b, rtol, atol, positions):
 
 
 def _host_float64(x):
-    data = x.data if isinstance(x, Tensor) else x
+    data = x.array if isinstance(x, Tensor) else x
     return np.asarray(backend.to_numpy(data) if backend.is_array(data) else data, dtype=np.float64)
 
 

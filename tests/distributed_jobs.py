@@ -57,13 +57,13 @@ def collectives(out):
     x = mv.tensor(rank_array(rank, (3, 4)), requires_grad=True)
     gathered = distributed.all_gather(x)
     (gathered * mv.tensor(gather_weights(rank, 3))).sum().backward()
-    results["gathered"], results["gather_grad"] = gathered.data, x.grad.data
+    results["gathered"], results["gather_grad"] = gathered.array, x.grad.array
 
     params = [mv.Parameter(mv.zeros(*shape, dtype=dtype)) for shape, dtype in PARAMETERS]
     for index, (shape, dtype) in enumerate(PARAMETERS):
         params[index].grad = mv.tensor(rank_array(rank, shape, dtype, salt=2 + index))
     distributed.average_gradients(params, bucket_bytes=32)   # several buckets
-    results |= {f"averaged{index}": param.grad.data for index, param in enumerate(params)}
+    results |= {f"averaged{index}": param.grad.array for index, param in enumerate(params)}
     np.savez(out / f"rank{rank}.npz", **{k: backend.to_numpy(v) for k, v in results.items()})
 
 

@@ -57,7 +57,7 @@ def randomize_minivlm(model, seed, bias_table_std=1.5):
     """Redraw every parameter of a minivlm model in place (see random_parameter)."""
     rng = np.random.default_rng(seed)
     for name, p in model.named_parameters():
-        p.data[...] = random_parameter(name, rng.standard_normal(p.shape), bias_table_std)
+        p.array[...] = random_parameter(name, rng.standard_normal(p.shape), bias_table_std)
     return model
 
 

@@ -22,7 +22,7 @@ def _randomize(module, seed=0, std=0.5):
     """Random values in every parameter (biases too, so a dropped or swapped term shows)."""
     rng = _rng(seed)
     for p in module.parameters():
-        p.data[...] = std * rng.standard_normal(p.shape)
+        p.array[...] = std * rng.standard_normal(p.shape)
     return module
 
 

@@ -63,7 +63,7 @@ def test_numpy_and_cupy_tensors_side_by_side():
     on_host = mv.tensor(values, requires_grad=True)
     on_gpu = mv.tensor(values, device="cupy", requires_grad=True)
     assert (on_host.device, on_gpu.device) == ("numpy", "cupy")
-    assert mv_backend.is_cupy_array(on_gpu.data) and isinstance(on_gpu.numpy(), np.ndarray)
+    assert mv_backend.is_cupy_array(on_gpu.array) and isinstance(on_gpu.numpy(), np.ndarray)
     for t in (on_host, on_gpu):
         F.softmax(t @ t.T, dim=-1).sum().backward()
     assert on_gpu.grad.device == "cupy"

@@ -312,10 +312,10 @@ def test_resnet_encoder_initialisation():
 
 def test_clamp_logit_scale_keeps_exp_at_most_100():
     model = random_clip(tiny_config(), seed=0)
-    model.logit_scale.data[...] = 7.0
+    model.logit_scale.array[...] = 7.0
     model.clamp_logit_scale_()
     assert model.logit_scale.item() == pytest.approx(math.log(100), rel=1e-12)
-    model.logit_scale.data[...] = -1.0
+    model.logit_scale.array[...] = -1.0
     assert model.clamp_logit_scale_().logit_scale.item() == -1.0
 
 

@@ -39,7 +39,7 @@ def float64_spy():
 
     def spy_apply(cls, *inputs, **kwargs):
         out = apply(cls, *inputs, **kwargs)
-        if _float64_arrays(out.data):
+        if _float64_arrays(out.array):
             found.append((cls.__name__, "output"))
         fn = out._ctx
         if fn is not None:

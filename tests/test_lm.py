@@ -50,7 +50,7 @@ def scramble(model, std=0.3, seed=1):
     """Redraw every parameter (layer norms and biases too), so that a comparison sees them all."""
     rng = np.random.default_rng(seed)
     for p in model.parameters():
-        p.data[...] = p.data + std * rng.standard_normal(p.shape)
+        p.array[...] = p.array + std * rng.standard_normal(p.shape)
     return model
 
 
@@ -166,7 +166,7 @@ def test_float32_logits_match_float64(objective, backend, tokenizer):
     model.float().to(backend)
     actual = model(backends.to_backend(ids, backend))
     assert actual.dtype == np.float32
-    assert_close(backends.to_numpy(actual.data), expected, rtol=1e-3)
+    assert_close(backends.to_numpy(actual.array), expected, rtol=1e-3)
 
 
 # --- what each position sees ---------------------------------------------------------------------
@@ -296,9 +296,9 @@ def test_generate_samples_among_the_top_k_of_its_context(top_k, seed, tokenizer)
 
 def test_generate_stops_at_eos_and_checks_its_arguments(tokenizer):
     model = tiny_model("causal")
-    model.token_embedding.weight.data[tokenizer.eos_id] = 1.0
-    model.norm.weight.data[...] = 0.0
-    model.norm.bias.data[...] = 1.0            # every position's logits: E · 1, largest for </s>
+    model.token_embedding.weight.array[tokenizer.eos_id] = 1.0
+    model.norm.weight.array[...] = 0.0
+    model.norm.bias.array[...] = 1.0            # every position's logits: E · 1, largest for </s>
     ids = model.generate(ordinary_ids(tokenizer, (2, 3)), max_new_tokens=10, do_sample=True,
                          eos_token_id=tokenizer.eos_id)
     assert ids.shape == (2, 4) and (ids[:, -1] == tokenizer.eos_id).all()
@@ -311,8 +311,8 @@ def test_generate_stops_at_eos_and_checks_its_arguments(tokenizer):
 def test_fill_mask_puts_the_likeliest_ordinary_token_in_each_mask(tokenizer):
     model = tiny_model("mlm", context_length=32)
     cat = tokenizer.encode(" cat")[-1]
-    model.lm_head.bias.data[cat] = 100.0                     # the likeliest ordinary token
-    model.lm_head.bias.data[tokenizer.mask_id] = 1000.0      # a special token: never a filling
+    model.lm_head.bias.array[cat] = 100.0                     # the likeliest ordinary token
+    model.lm_head.bias.array[tokenizer.mask_id] = 1000.0      # a special token: never a filling
     filled = fill_mask(model, tokenizer, "the dog sees <mask> and <mask>.")
     word = tokenizer.decode([cat])
     assert filled == f"the dog sees{word} and{word}."

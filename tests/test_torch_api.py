@@ -57,7 +57,7 @@ def test_creation_follows_torch_s_dtypes_and_signatures():
     draws = mv.randint(3, 5, (1000,)).numpy()
     assert set(draws.tolist()) == {3, 4} and mv.randint(5, (2, 2)).shape == (2, 2)
     array = np.zeros(3, np.float32)
-    mv.from_numpy(array).data[0] = 5
+    mv.from_numpy(array).array[0] = 5
     assert array[0] == 5                                 # the memory is shared, as torch's
     assert mv.float32 == "float32" and mv.long == mv.int64 == "int64" and x.dtype == mv.float
     assert mv.finfo(x.dtype).max == torch.finfo(torch.float32).max

@@ -23,10 +23,10 @@ def test_outputs_and_gradients_are_arrays(case, data, backend):
     tensors = {name: mv.tensor(a, device=backend, requires_grad=True)
                for name, a in arrays.items()}
     out = case.ours(**tensors, **ours_params(params, backend))
-    assert is_array(out.data), f"{case}: the output is a {type(out.data).__name__}"
-    out.backward(backends.module(backend).ones_like(out.data))
+    assert is_array(out.array), f"{case}: the output is a {type(out.array).__name__}"
+    out.backward(backends.module(backend).ones_like(out.array))
     for name, t in tensors.items():
-        assert t.grad is None or is_array(t.grad.data), f"{case}: the gradient of {name}"
+        assert t.grad is None or is_array(t.grad.array), f"{case}: the gradient of {name}"
 
 
 @pytest.mark.parametrize("op", [
@@ -37,16 +37,16 @@ def test_outputs_and_gradients_are_arrays(case, data, backend):
 def test_0d_inputs_give_0d_arrays(op, backend):
     x = mv.ones([], device=backend, requires_grad=True)
     out = op(x)
-    assert out.shape == () and is_array(out.data)
+    assert out.shape == () and is_array(out.array)
     out.backward()
-    assert x.grad.shape == () and is_array(x.grad.data)
+    assert x.grad.shape == () and is_array(x.grad.array)
 
 
 def test_a_0d_parameter_trains():
     """OpenAI CLIP's logit_scale, written as OpenAI writes it, moves with the optimizer and
     loads from a state dict."""
     logit_scale = nn.Parameter(mv.ones([]) * np.log(1 / 0.07))
-    assert is_array(logit_scale.data) and logit_scale.shape == ()
+    assert is_array(logit_scale.array) and logit_scale.shape == ()
     for opt in (optim.SGD([logit_scale], lr=0.1), optim.AdamW([logit_scale], lr=0.1)):
         before = logit_scale.item()
         (logit_scale * 3).backward()

@@ -29,7 +29,7 @@ def l2_normalize(x, axis=-1):
 def _encode(encoder, inputs, batch_size):
     """encoder(inputs[i:i + batch_size]) for every batch, without gradients -> (N, E) NumPy."""
     with no_grad():
-        batches = [backend.to_numpy(encoder(inputs[i:i + batch_size]).data)
+        batches = [backend.to_numpy(encoder(inputs[i:i + batch_size]).array)
                    for i in range(0, len(inputs), batch_size)]
     return np.concatenate(batches)
 

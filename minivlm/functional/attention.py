@@ -136,7 +136,7 @@ def scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0, is_caus
         return ScaledDotProductAttention.apply(q, k, v, **kwargs)
     mask = attn_mask if isinstance(attn_mask, Tensor) else Tensor(attn_mask)
     if mask.dtype == bool:
-        return ScaledDotProductAttention.apply(q, k, v, attn_mask=mask.data, **kwargs)
+        return ScaledDotProductAttention.apply(q, k, v, attn_mask=mask.array, **kwargs)
     return ScaledDotProductAttention.apply(q, k, v, mask, **kwargs)
 
 
@@ -188,7 +188,7 @@ def rotary_cos_sin(position_ids, dim, theta=10000.0, dtype="float32"):
     position p turns pair i (of dim/2) by p·θ^(−2i/dim), and the angles repeat for the second
     half of the dim (the rotate_half layout). Computed in float32, as transformers does, or in
     float64 for float64."""
-    ids = position_ids.data if isinstance(position_ids, Tensor) else position_ids
+    ids = position_ids.array if isinstance(position_ids, Tensor) else position_ids
     xp = backend.xp_of(ids)
     wide = xp.dtype("float64" if xp.dtype(dtype) == xp.float64 else "float32")
     inverse_frequency = 1 / wide.type(theta) ** (xp.arange(0, dim, 2).astype(wide) / wide.type(dim))
@@ -203,4 +203,4 @@ def apply_rotary_pos_emb(x, cos, sin):
     if x.shape[-1] % 2 or cos.shape[-1] != x.shape[-1] or sin.shape != cos.shape:
         raise ValueError(f"apply_rotary_pos_emb: x {tuple(x.shape)} needs an even last dim, "
                          f"and cos {tuple(cos.shape)} and sin {tuple(sin.shape)} of that width")
-    return RotaryEmbedding.apply(x, cos=cos.data, sin=sin.data)
+    return RotaryEmbedding.apply(x, cos=cos.array, sin=sin.array)

@@ -326,9 +326,9 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     if not training and (running_mean is None or running_var is None):
         raise ValueError("batch_norm: evaluation (training=False) needs running_mean and "
                          "running_var")
-    xp = xp_of(x.data)
+    xp = xp_of(x.array)
     weight = weight if weight is not None else Tensor(xp.ones(c, dtype=x.dtype))
     bias = bias if bias is not None else Tensor(xp.zeros(c, dtype=x.dtype))
     return BatchNorm.apply(x, weight, bias, training=training, momentum=momentum, eps=eps,
-                           running_mean=None if running_mean is None else running_mean.data,
-                           running_var=None if running_var is None else running_var.data)
+                           running_mean=None if running_mean is None else running_mean.array,
+                           running_var=None if running_var is None else running_var.array)

@@ -16,7 +16,7 @@ def lift(x, like):
     """A non-Tensor operand (Python number or array) as a constant Tensor of `like`'s kind."""
     if isinstance(x, Tensor):
         return x
-    xp = xp_of(like.data)
+    xp = xp_of(like.array)
     if isinstance(x, numbers.Number) and like.dtype.kind == "f":
         return Tensor(xp.asarray(x, dtype=like.dtype))
     return Tensor(xp.asarray(x))

@@ -18,7 +18,7 @@ def raw_index(index):
     """An index with its Tensors replaced by their arrays."""
     if isinstance(index, tuple):
         return tuple(raw_index(i) for i in index)
-    return index.data if isinstance(index, Tensor) else index
+    return index.array if isinstance(index, Tensor) else index
 
 
 def _is_advanced(index):
@@ -95,7 +95,7 @@ def _positions(index, dim):
 def gather(x, dim, index):
     """x (..., n, ...) and integer `index` of the same number of dims -> x's values at `index`
     along `dim`, of index's shape (index.shape[d] <= x.shape[d] for d != dim)."""
-    index = index.data if isinstance(index, Tensor) else index
+    index = index.array if isinstance(index, Tensor) else index
     dim = dim % x.ndim
     if index.ndim != x.ndim or any(i > n for d, (i, n) in enumerate(zip(index.shape, x.shape))
                                    if d != dim):
@@ -113,7 +113,7 @@ TopKResult = collections.namedtuple("TopKResult", ["values", "indices"])
 
 def argsort(x, dim=-1, descending=False, stable=True):
     """The indices that sort x along `dim` (ties keep their order)."""
-    data = x.data if isinstance(x, Tensor) else x
+    data = x.array if isinstance(x, Tensor) else x
     keys = -data if descending and data.dtype.kind in "fi" else data
     order = xp_of(data).argsort(keys, axis=dim, kind="stable")
     if descending and data.dtype.kind not in "fi":
@@ -131,7 +131,7 @@ def topk(x, k, dim=-1, largest=True, sorted=True):
     """(values, indices) of the k largest (or smallest) elements along `dim`, largest first."""
     if not 0 <= k <= x.shape[dim]:
         raise ValueError(f"topk: k={k} is out of range for dim {dim} of size {x.shape[dim]}")
-    order = argsort(x, dim, descending=largest).data
+    order = argsort(x, dim, descending=largest).array
     indices = Tensor(xp_of(order).take(order, xp_of(order).arange(k), axis=dim))
     return TopKResult(gather(x, dim, indices), indices)
 
@@ -158,7 +158,7 @@ def multinomial(probs, num_samples, replacement=False, generator=None):
     """num_samples category indices drawn from each row of probs (..., n) (non-negative weights,
     not necessarily normalised) -> int64 (..., num_samples). Without replacement a category is
     drawn at most once (Gumbel top-k). Randomness: the backend's generator, or `generator`."""
-    p = probs.data if isinstance(probs, Tensor) else probs
+    p = probs.array if isinstance(probs, Tensor) else probs
     xp = xp_of(p)
     if p.ndim not in (1, 2) or (p < 0).any() or not (p.sum(axis=-1) > 0).all():
         raise ValueError(f"multinomial: probs must be 1-d or 2-d non-negative weights with a "

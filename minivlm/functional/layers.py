@@ -232,7 +232,7 @@ def rms_norm(x, normalized_shape, weight=None, eps=None):
     if tuple(x.shape[x.ndim - len(expected):]) != expected:
         raise ValueError(f"rms_norm: input of shape {tuple(x.shape)} does not end in "
                          f"normalized_shape {expected}")
-    eps = float(xp_of(x.data).finfo(x.dtype).eps) if eps is None else eps
+    eps = float(xp_of(x.array).finfo(x.dtype).eps) if eps is None else eps
     weight = () if weight is None else (weight,)
     return RMSNorm.apply(x, *weight, n_dims=len(expected), eps=eps)
 
@@ -297,12 +297,12 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     torch's F.cross_entropy: class weights `weight` (C,), ignore_index, label_smoothing."""
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', not {reduction!r}")
-    target_data = target.data if isinstance(target, Tensor) else target
+    target_data = target.array if isinstance(target, Tensor) else target
     expected = (logits.shape[0],) + tuple(logits.shape[2:])
     if tuple(target_data.shape) != expected:
         raise ValueError(f"cross_entropy: logits of shape {tuple(logits.shape)} need a target of "
                          f"shape {expected}, got {tuple(target_data.shape)}")
-    weight_data = weight.data if isinstance(weight, Tensor) else weight
+    weight_data = weight.array if isinstance(weight, Tensor) else weight
     if weight_data is not None and tuple(weight_data.shape) != (logits.shape[1],):
         raise ValueError(f"cross_entropy: weight of shape {tuple(weight_data.shape)} does not "
                          f"match the {logits.shape[1]} classes of logits {tuple(logits.shape)}")
@@ -334,7 +334,7 @@ class Embedding(Function):
 
 def embedding(ids, weight, padding_idx=None):
     """Rows of weight (V, D) for integer ids (...) -> (..., D)."""
-    ids = ids.data if isinstance(ids, Tensor) else ids
+    ids = ids.array if isinstance(ids, Tensor) else ids
     return Embedding.apply(weight, ids=ids, padding_idx=padding_idx)
 
 

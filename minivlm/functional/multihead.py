@@ -21,7 +21,7 @@ def additive_mask(mask, like):
     bool True (not allowed) -> -inf, False -> 0; a float mask as it is (it may carry a gradient)."""
     if isinstance(mask, Tensor) and mask.dtype != bool:
         return mask if mask.dtype == like.dtype else mask.to(like.dtype)
-    data = backend.to_backend(mask.data if isinstance(mask, Tensor) else mask, like.device)
+    data = backend.to_backend(mask.array if isinstance(mask, Tensor) else mask, like.device)
     if data.dtype != bool:
         return Tensor(data.astype(like.dtype))
     xp = backend.xp_of(data)
@@ -73,7 +73,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
                 for x, b in ((k, bias_k), (v, bias_v)))
         masks = [_pad_key(m) for m in masks]
     if add_zero_attn:
-        zeros = Tensor(backend.xp_of(k.data).zeros((N, num_heads, 1, head_dim), dtype=k.dtype))
+        zeros = Tensor(backend.xp_of(k.array).zeros((N, num_heads, 1, head_dim), dtype=k.dtype))
         k, v = cat([k, zeros], dim=2), cat([v, zeros], dim=2)
         masks = [_pad_key(m) for m in masks]
     mask = _sum(masks)
@@ -94,7 +94,7 @@ def multi_head_attention_forward(query, key, value, embed_dim_to_check, num_head
 
 
 def _data(t):
-    return t.data if isinstance(t, Tensor) else t
+    return t.array if isinstance(t, Tensor) else t
 
 
 def _split_heads(x, N, heads, head_dim):
@@ -119,14 +119,14 @@ def _masks(attn_mask, key_padding_mask, is_causal, N, heads, L, S, like):
                              f"({N}, {S})")
         masks.append(reshape(additive_mask(key_padding_mask, like), N, 1, 1, S))
     if is_causal:
-        xp = backend.xp_of(like.data)
+        xp = backend.xp_of(like.array)
         masks.append(Tensor(xp.triu(xp.full((L, S), -xp.inf, dtype=like.dtype), k=1)))
     return masks
 
 
 def _pad_key(mask):
     """A mask with one more key (allowed) on the right."""
-    xp = backend.xp_of(mask.data)
+    xp = backend.xp_of(mask.array)
     column = Tensor(xp.zeros(mask.shape[:-1] + (1,), dtype=mask.dtype))
     return cat([mask, column], dim=-1)
 

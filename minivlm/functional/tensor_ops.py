@@ -189,7 +189,7 @@ def _max_min(x, dim, keepdim, largest):
     values = MaxMin.apply(x, dim=dim, keepdim=keepdim, largest=largest)
     if dim is None:
         return values
-    arg = x.data.argmax if largest else x.data.argmin
+    arg = x.array.argmax if largest else x.array.argmin
     indices = arg(axis=dim, keepdims=keepdim) if keepdim else arg(axis=dim)
     return MaxResult(values, Tensor(indices))
 
@@ -230,11 +230,11 @@ def norm(x, p="fro", dim=None, keepdim=False):
 
 
 def argmax(x, dim=None, keepdim=False):
-    return Tensor(x.data.argmax(axis=dim, keepdims=keepdim) if dim is not None else x.data.argmax())
+    return Tensor(x.array.argmax(axis=dim, keepdims=keepdim) if dim is not None else x.array.argmax())
 
 
 def argmin(x, dim=None, keepdim=False):
-    return Tensor(x.data.argmin(axis=dim, keepdims=keepdim) if dim is not None else x.data.argmin())
+    return Tensor(x.array.argmin(axis=dim, keepdims=keepdim) if dim is not None else x.array.argmin())
 
 
 # --- shapes ------------------------------------------------------------------------------------------
@@ -495,7 +495,7 @@ class Where(Function):
 def where(condition, a, b):
     """a where condition else b (condition: a bool Tensor or array; no gradient)."""
     a, b = as_operands(a, b)
-    condition = condition.data if isinstance(condition, Tensor) else condition
+    condition = condition.array if isinstance(condition, Tensor) else condition
     return Where.apply(a, b, condition=condition)
 
 

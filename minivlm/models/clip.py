@@ -201,7 +201,7 @@ class CLIP(nn.Module):
     def clamp_logit_scale_(self):
         """Keep exp(logit_scale) at most 100 (in place, outside the graph); call it after each
         optimizer step."""
-        data = self.logit_scale.data
+        data = self.logit_scale.array
         data[...] = xp_of(data).minimum(data, MAX_LOGIT_SCALE)
         return self
 

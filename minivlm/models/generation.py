@@ -27,7 +27,7 @@ from ..autograd import Tensor, no_grad
 
 
 def _data(x):
-    return x.data if isinstance(x, Tensor) else x
+    return x.array if isinstance(x, Tensor) else x
 
 
 def input_embeddings(embed_tokens, input_ids=None, inputs_embeds=None):
@@ -86,7 +86,7 @@ def allowed_keys(mask, length, key_length, device):
     padding. None where nothing is masked (one new token, no padding)."""
     if mask is None and length == 1:
         return None
-    causal = ~decoder_causal_mask(length, key_length, device).data
+    causal = ~decoder_causal_mask(length, key_length, device).array
     return causal[None, None] if mask is None else causal & mask[:, None, None, :]
 
 
@@ -160,7 +160,7 @@ class GenerationMixin:
                 and not backend.is_array(input_ids):
             input_ids = backend.default_xp().asarray(input_ids)       # lists of ids
         embeds = input_embeddings(self.get_input_embeddings(), input_ids, inputs_embeds)
-        xp, device = backend.xp_of(embeds.data), embeds.device
+        xp, device = backend.xp_of(embeds.array), embeds.device
         batch, length = embeds.shape[:2]
         mask = (xp.ones((batch, length), dtype=bool) if attention_mask is None else
                 padding_mask(backend.to_backend(_data(attention_mask), device), batch, length))
@@ -174,7 +174,7 @@ class GenerationMixin:
             logits = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
                           logits_to_keep=1)
             for step in range(max_new_tokens):
-                ids = next_tokens(logits.data[:, -1], do_sample, temperature, top_k, top_p)
+                ids = next_tokens(logits.array[:, -1], do_sample, temperature, top_k, top_p)
                 if eos is not None:
                     ids = xp.where(finished, pad_token_id, ids)
                     finished |= xp.isin(ids, eos)

@@ -145,7 +145,7 @@ class LlamaModel(nn.Module):
         (batch, length), past = x.shape[:2], past_length(past_key_values)
         mask = padding_mask(attention_mask, batch, past + length)
         if position_ids is None:
-            position_ids = position_ids_for(mask, past, length, backend.xp_of(x.data))
+            position_ids = position_ids_for(mask, past, length, backend.xp_of(x.array))
         cos, sin = (angle.unsqueeze(1) for angle in self.rotary_emb(x, position_ids))  # per head
         allowed = allowed_keys(mask, length, past + length, x.device)
         for i, layer in enumerate(self.layers):

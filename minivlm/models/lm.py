@@ -103,7 +103,7 @@ class CausalLM(GenerationMixin, nn.Module):
         (batch, length), past = x.shape[:2], past_length(past_key_values)
         mask = padding_mask(attention_mask, batch, past + length)
         if position_ids is None and (mask is not None or past):
-            position_ids = position_ids_for(mask, past, length, backend.xp_of(x.data))
+            position_ids = position_ids_for(mask, past, length, backend.xp_of(x.array))
         x = self.drop(self.position_embedding(x, position_ids))
         causal = decoder_causal_mask(length, past + length, x.device)
         padding = None if mask is None else ~mask
@@ -241,7 +241,7 @@ def fill_mask(model, tokenizer, text):
     ids = xp.asarray([tokenizer.bos_id, *tokenizer.encode(text.replace(" <mask>", "<mask>")),
                       tokenizer.eos_id])
     with nn.evaluating(model):
-        logits = model(ids[None]).data[0]
+        logits = model(ids[None]).array[0]
     logits[:, list(tokenizer.special_tokens.values())] = -xp.inf
     filled = xp.where(ids == tokenizer.mask_id, logits.argmax(axis=-1), ids)
     return tokenizer.decode(backend.to_numpy(filled[1:-1]).tolist())

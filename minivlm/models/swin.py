@@ -108,7 +108,7 @@ def shift_mask(H, W, window, shift, xp, dtype):
         return (index >= n - window).astype("int64") + (index >= n - shift).astype("int64")
 
     labels = (3 * regions(H)[:, None] + regions(W)[None, :]).reshape(1, H, W, 1)
-    labels = window_partition(Tensor(labels), window).data.reshape(-1, window * window)
+    labels = window_partition(Tensor(labels), window).array.reshape(-1, window * window)
     different = labels[:, :, None] != labels[:, None, :]
     return xp.where(different, dtype.type(SHIFT_MASK_VALUE), dtype.type(0))
 
@@ -127,7 +127,7 @@ class WindowAttention(ViTAttention):
     def relative_position_bias(self, window):
         """(heads, window², window²): the table's row for each pair of tokens of a window."""
         table = self.relative_position_bias_table
-        index = relative_position_index(window, self.window_size, xp_of(table.data))
+        index = relative_position_index(window, self.window_size, xp_of(table.array))
         return table[index].permute(2, 0, 1)
 
     def forward(self, windows, window, mask=None):
@@ -161,7 +161,7 @@ class SwinBlock(nn.Module):
         mask = None
         if shift:
             x = F.roll(x, (-shift, -shift), dims=(1, 2))
-            mask = shift_mask(H + pad_H, W + pad_W, window, shift, xp_of(x.data), x.dtype)
+            mask = shift_mask(H + pad_H, W + pad_W, window, shift, xp_of(x.array), x.dtype)
         windows = self.attn(window_partition(x, window), window, mask)
         x = window_merge(windows, window, H + pad_H, W + pad_W)
         if shift:

@@ -151,7 +151,7 @@ class TextTransformer(nn.Module):
 
     def _checked_ids(self, ids):
         """ids as a raw integer array on the weights' backend; a clear error for bad input."""
-        ids = ids.data if isinstance(ids, Tensor) else ids
+        ids = ids.array if isinstance(ids, Tensor) else ids
         if not backend.is_array(ids) or ids.dtype.kind not in "iu":
             raise TypeError(f"TextTransformer: expected integer token ids, got "
                             f"{getattr(ids, 'dtype', type(ids).__name__)}")

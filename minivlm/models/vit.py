@@ -208,8 +208,8 @@ class ViT(nn.Module):
                              f"interpolate_pos_encoding=True to resize the position embeddings")
         D = self.config.hidden_size
         patch_pos = self.pos_embed[:, 1:].reshape(grid, grid, D).permute(2, 0, 1)  # (D, grid, grid)
-        resize_rows = Tensor(bicubic_matrix(grid, rows, like=self.pos_embed.data))
-        resize_cols = Tensor(bicubic_matrix(grid, cols, like=self.pos_embed.data))
+        resize_rows = Tensor(bicubic_matrix(grid, rows, like=self.pos_embed.array))
+        resize_cols = Tensor(bicubic_matrix(grid, cols, like=self.pos_embed.array))
         patch_pos = resize_rows @ patch_pos @ resize_cols.T  # (D, rows, cols)
         patch_pos = patch_pos.permute(1, 2, 0).reshape(1, rows * cols, D)
         return F.cat([self.pos_embed[:, :1], patch_pos], dim=1)

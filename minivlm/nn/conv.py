@@ -106,7 +106,7 @@ class BatchNorm2d(Module):
                              f"{tuple(x.shape)}")
         momentum = self.momentum
         if self.training and self.track_running_stats:
-            self.num_batches_tracked.data += 1
+            self.num_batches_tracked.array += 1
             if momentum is None:
                 momentum = 1 / self.num_batches_tracked.item()
         use_batch_statistics = self.training or self.running_mean is None

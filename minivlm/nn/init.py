@@ -11,12 +11,12 @@ from ..backend import xp_of
 
 
 def _fill(tensor, values):
-    tensor.data[...] = values
+    tensor.array[...] = values
     return tensor
 
 
 def _rng(tensor):
-    return backend.rng(xp_of(tensor.data))
+    return backend.rng(xp_of(tensor.array))
 
 
 def uniform_(tensor, a=0.0, b=1.0):
@@ -39,7 +39,7 @@ def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0):
         raise ValueError(f"trunc_normal_: [a, b] = [{a}, {b}] holds only {mass:.1e} of the mass "
                          f"of N({mean}, {std}²); choose bounds nearer the mean")
     rng = _rng(tensor)
-    values = mean + std * rng.standard_normal(tensor.data.size)
+    values = mean + std * rng.standard_normal(tensor.array.size)
     outside = (values < a) | (values > b)
     while outside.any():
         values[outside] = mean + std * rng.standard_normal(int(outside.sum()))

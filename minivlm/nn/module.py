@@ -187,7 +187,7 @@ class Module:
             if set_to_none:
                 param.grad = None
             else:
-                param.grad.data[...] = 0
+                param.grad.array[...] = 0
 
     def to(self, *targets, device=None, dtype=None):
         """Move every parameter and buffer, in place, to a backend ('numpy'/'cpu', 'cupy'/'cuda'),
@@ -197,9 +197,9 @@ class Module:
         targets = targets + tuple(t for t in (device, dtype) if t is not None)
         for tensor in (*self.parameters(), *self.buffers()):
             for target in targets:
-                tensor.data = _converted(tensor.data, target)
+                tensor.array = _converted(tensor.array, target)
                 if tensor.grad is not None:
-                    tensor.grad.data = _converted(tensor.grad.data, target)
+                    tensor.grad.array = _converted(tensor.grad.array, target)
         return self
 
     def float(self):
@@ -252,7 +252,7 @@ class Module:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n"
                                + "\n".join(problems))
         for name, value in values.items():
-            target = own[name].data
+            target = own[name].array
             target[...] = backend.to_backend(value, backend.name_of(target))
         return IncompatibleKeys(missing, unexpected)
 
@@ -300,7 +300,7 @@ def _checked_buffer(name, tensor):
 def _array_of(value):
     """The raw array of a Tensor, or a NumPy/CuPy array as given."""
     if isinstance(value, Tensor):
-        return value.data
+        return value.array
     if backend.is_array(value):
         return value
     raise TypeError(f"state_dict values must be Tensors or arrays, got {type(value).__name__}")

@@ -68,7 +68,7 @@ class LearnedPositionalEmbedding(Module):
             _check_input(x, self.embedding_dim, type(self).__name__, self.num_positions)
             return x + self.weight[:x.shape[-2]]
         _check_input(x, self.embedding_dim, type(self).__name__)
-        ids = position_ids.data if isinstance(position_ids, Tensor) else position_ids
+        ids = position_ids.array if isinstance(position_ids, Tensor) else position_ids
         if ids.size and int(ids.max()) >= self.num_positions:
             raise ValueError(f"{type(self).__name__}: position {int(ids.max())} is past the "
                              f"{self.num_positions} positions it has embeddings for")

@@ -89,7 +89,7 @@ def run(args):
     manual_seed(args.seed)
     streamer = TextStreamer(tokenizer, skip_ids=eos)
     print(args.prompt, end="", flush=True)
-    model.generate(tensor(np.asarray([ids])).data, args.max_new_tokens,
+    model.generate(tensor(np.asarray([ids])).array, args.max_new_tokens,
                    do_sample=args.temperature > 0, temperature=args.temperature or 1.0,
                    top_k=args.top_k, top_p=args.top_p, eos_token_id=eos or None,
                    streamer=streamer)

@@ -254,7 +254,7 @@ def show_samples(model, tokenizer, sentences, temperature, top_k):
         words = sentence.split()
         prompt = " ".join(words[:max(1, len(words) // 2)])
         prompt_ids = np.asarray([[tokenizer.bos_id, *tokenizer.encode(prompt)][:context // 2]])
-        ids = model.generate(tensor(prompt_ids).data, context - prompt_ids.shape[1],
+        ids = model.generate(tensor(prompt_ids).array, context - prompt_ids.shape[1],
                              do_sample=True, temperature=temperature, top_k=top_k,
                              eos_token_id=tokenizer.eos_id)
         continuation = tensor(ids).tolist()[0][prompt_ids.shape[1]:]
