@@ -132,9 +132,9 @@ def _as_array(data, dtype, device):
 class Tensor:
     """An n-d array (NumPy or CuPy) with an optional gradient and the Function that made it.
 
-    Tensor(array) wraps a NumPy or CuPy array (a NumPy scalar becomes a 0-d array). As
-    torch.Tensor, Tensor([1.0, 2.0]) copies a list into float32 and Tensor(2, 3) is an
-    uninitialised float32 tensor of that shape."""
+    Tensor(array) wraps a NumPy or CuPy array (a NumPy scalar becomes a 0-d array), kept as
+    `.array`. As torch.Tensor, Tensor([1.0, 2.0]) copies a list into float32, Tensor(2, 3) is an
+    uninitialised float32 tensor of that shape, and `.data` is the same values outside the graph."""
 
     __array_priority__ = 1000  # numpy_array * tensor -> Tensor.__rmul__
 
@@ -181,6 +181,20 @@ class Tensor:
 
     def detach(self):
         return Tensor(self.array)
+
+    @property
+    def data(self):
+        """torch's `.data`: a tensor outside the graph sharing this one's memory (x.data.zero_()
+        zeroes x, unseen by autograd)."""
+        return Tensor(self.array)
+
+    @data.setter
+    def data(self, values):
+        """x.data = t: x holds t's array from now on (any shape and dtype, as torch's)."""
+        if not isinstance(values, Tensor):
+            raise TypeError(f"x.data = ...: expected a Tensor, got {type(values).__name__} "
+                            "(wrap an array as minivlm.tensor(array))")
+        self.array = values.array
 
     def requires_grad_(self, flag=True):
         self.requires_grad = flag

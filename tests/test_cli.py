@@ -155,6 +155,6 @@ def test_the_console_script_is_the_same_main():
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"minivlm": "minivlm.__main__:main"}
     assert set(COMMANDS) == {"info", "train-clip", "train-vision", "train-lm", "zero-shot",
-                             "generate"}
+                             "generate", "experiment"}
     help_text = run_cli("--help")
     assert help_text.returncode == 0 and all(name in help_text.stdout for name in COMMANDS)

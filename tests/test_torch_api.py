@@ -328,3 +328,22 @@ def test_save_and_load_state_dicts_never_pickles(tmp_path):
     torch.save({"weight": torch.ones(2)}, tmp_path / "pickled.pt")
     with pytest.raises(io.CheckpointError, match="minivlm never loads pickles"):
         mv.load(tmp_path / "pickled.pt")
+
+
+def test_data_is_a_tensor_outside_the_graph_sharing_memory():
+    weight = nn.Linear(3, 2).weight
+    assert isinstance(weight.data, mv.Tensor) and not weight.data.requires_grad
+    weight.data.normal_(0.0, 0.02)                       # the initialisation idiom of torch code
+    weight.data[0] = 1.0
+    assert weight.requires_grad and (weight.numpy()[0] == 1.0).all()
+    assert 0 < np.abs(weight.numpy()[1]).max() < 0.2
+    x = mv.ones(2, 3, requires_grad=True)
+    (weight.data * x).sum().backward()                   # .data takes no part in the gradient
+    assert weight.grad is None and x.grad is not None
+    (weight * x).sum().backward()
+    weight.grad.data.zero_()
+    assert (weight.grad.numpy() == 0).all()
+    weight.data = mv.zeros(4, 3, dtype=mv.float64)       # any shape and dtype, as torch's
+    assert weight.shape == (4, 3) and weight.dtype == np.float64 and weight.requires_grad
+    with pytest.raises(TypeError, match="expected a Tensor, got ndarray"):
+        weight.data = np.zeros(3)

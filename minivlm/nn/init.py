@@ -1,8 +1,8 @@
 """Parameter initialisation, as torch.nn.init: each function fills a tensor in place and returns it.
 
 Random values come from the backend's generator (`minivlm.manual_seed` makes them reproducible);
-they are drawn in float64 and stored in the tensor's own dtype. Writing into `.data` records
-nothing in the graph.
+they are drawn in float64 and stored in the tensor's own dtype. They write into the
+tensor's array: filling a parameter records nothing in the graph.
 """
 import math
 
