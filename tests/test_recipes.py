@@ -1,6 +1,7 @@
 """What the training recipes share (minivlm.recipes.common): the update step (a fresh, clipped
 gradient; a loss that is not finite stops the run), the training loop's random streams, and
 every trainer's AdamW, which decays the matrices and nothing else."""
+import inspect
 import json
 import math
 
@@ -13,7 +14,7 @@ from minivlm.__main__ import main
 from minivlm.models.clip import CLIPConfig, CLIPVisionConfig
 from minivlm.models.text import CLIPTextConfig
 from minivlm.optim import SGD, LambdaLR
-from minivlm.recipes import clip
+from minivlm.recipes import clip, lm, vision
 from minivlm.recipes.common import STATE_FILE, CommandError, Run, fit, update
 
 TINY_CLIP = CLIPConfig(16, CLIPVisionConfig(image_resolution=16, layers=1, width=16, patch_size=8,
@@ -81,6 +82,10 @@ def test_each_step_draws_what_its_seed_and_step_give(capsys):
 
 # --- every trainer's optimizer -------------------------------------------------------------
 
+def default_weight_decay(train):
+    return inspect.signature(train).parameters["weight_decay"].default
+
+
 def train_clip(out):
     clip.train(clip.TrainConfig(model=TINY_CLIP, steps=1, batch_size=4), out=out)
     return clip.TrainConfig().weight_decay
@@ -89,14 +94,14 @@ def train_clip(out):
 def train_vision(out):
     assert main(["train-vision", "--model", "resnet", "--steps", "1", "--batch-size", "2",
                  "--held-out", "2", "--out", str(out)]) == 0
-    return 0.05                           # recipes.vision.train's default
+    return default_weight_decay(vision.train)
 
 
 def train_lm(out):
     assert main(["train-lm", "--steps", "1", "--batch-size", "2", "--seq-len", "8", "--width",
                  "16", "--layers", "1", "--heads", "2", "--vocab-size", "300", "--sentences",
                  "200", "--out", str(out)]) == 0
-    return 0.1                            # recipes.lm.train's default
+    return default_weight_decay(lm.train)
 
 
 @pytest.mark.parametrize("trainer", [train_clip, train_vision, train_lm], ids=lambda f: f.__name__)
