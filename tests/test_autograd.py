@@ -98,6 +98,18 @@ def test_gradients_accumulate_across_backward_calls():
     np.testing.assert_array_equal(a.grad.numpy(), [2 + 2, 2 - 2])
 
 
+def test_each_leaf_owns_its_gradient():
+    """a + b hands the same upstream array to both leaves: each .grad must be a copy, or the
+    next backward's accumulation into one would change the other (and the caller's array)."""
+    a, b = mv.tensor([1.0, 2.0], requires_grad=True), mv.tensor([3.0, 4.0], requires_grad=True)
+    upstream = np.ones(2)
+    for _ in range(2):
+        (a + b).backward(upstream)
+    np.testing.assert_array_equal(a.grad.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(upstream, [1.0, 1.0])
+
+
 def test_non_leaf_tensors_keep_no_grad():
     a = mv.tensor([1.0], requires_grad=True)
     b = a * 2
@@ -169,12 +181,15 @@ def test_methods_mirror_functional():
         x.no_such_method()
 
 
-def test_cast_to_another_dtype_passes_the_gradient_back_in_the_original_dtype():
+def test_cast_to_another_dtype_passes_the_gradient_back_in_the_original_dtype(monkeypatch):
+    reaching, accumulate = [], mv.Tensor._accumulate   # before the leaf casts what it receives
+    monkeypatch.setattr(mv.Tensor, "_accumulate",
+                        lambda leaf, g: reaching.append(g.dtype) or accumulate(leaf, g))
     x = mv.tensor([1.0, 2.0], requires_grad=True)
     y = x.double()
     assert y.dtype == np.float64 and x.to("float64").dtype == np.float64
     (y * y).sum().backward()
-    assert x.grad.dtype == np.float32
+    assert reaching == [np.float32] and x.grad.dtype == np.float32
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
 
 

@@ -302,12 +302,14 @@ def test_to_pixels_normalises_by_clips_mean_and_std():
 
 # --- the zero-shot command -----------------------------------------------------------------------
 
-def run_zero_shot(model_path, images, labels, template):
-    """Run the command; {image: {label: probability}} from what it prints."""
+def run_zero_shot(model_path, images, labels, template=None):
+    """Run the command (without --template when template is None); {image: {label:
+    probability}} from what it prints."""
     out = text_io.StringIO()
+    given = [] if template is None else ["--template", template]
     with contextlib.redirect_stdout(out):
         assert main(["zero-shot", "--model", str(model_path), "--image", *map(str, images),
-                     "--labels", labels, "--template", template]) == 0
+                     "--labels", labels, *given]) == 0
     result, current = {}, None
     for line in out.getvalue().splitlines():
         if not line.startswith("  "):
@@ -325,7 +327,11 @@ def write_images(tmp_path):
     return paths
 
 
-def test_zero_shot_prints_softmax_of_scaled_cosines(tmp_path):
+@pytest.mark.parametrize("template, caption", [
+    ("a {} in a photo", "a {} in a photo"),
+    (None, "a photo of a {}."),     # the default: the CLIP paper's prompt, section 3.1.4
+])
+def test_zero_shot_prints_softmax_of_scaled_cosines(tmp_path, template, caption):
     """Probabilities = softmax(exp(logit_scale)·cos) from reference/clip.py, fed our encoders'
     features of the preprocessed images and the tokenized captions."""
     config = CLIPConfig(8, CLIPVisionConfig(image_resolution=32, layers=1, width=8, patch_size=16,
@@ -334,11 +340,10 @@ def test_zero_shot_prints_softmax_of_scaled_cosines(tmp_path):
     model = randomize_minivlm(CLIP(config).eval(), seed=3)
     save_clip(model, tmp_path / "clip.safetensors")
     images = write_images(tmp_path)
-    printed = run_zero_shot(tmp_path / "clip.safetensors", images, "cat, dog,red car",
-                            "a {} in a photo")
+    printed = run_zero_shot(tmp_path / "clip.safetensors", images, "cat, dog,red car", template)
     labels = ["cat", "dog", "red car"]
     pixels = np.stack([preprocess(Image.open(path), 32) for path in images])
-    ids = CLIPTokenizer()([f"a {label} in a photo" for label in labels], context_length=12)
+    ids = CLIPTokenizer()([caption.format(label) for label in labels], context_length=12)
     logits = reference.clip_logits(model.encode_image(pixels).numpy(),
                                    model.encode_text(ids).numpy(), np.eye(8), np.eye(8),
                                    model.logit_scale.item())

@@ -2,6 +2,7 @@
 matrix, the L-BFGS linear probe (gradient vs finite differences, optimum vs an independent fit),
 the λ search, few-shot subsets, and the PNG figures."""
 import math
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -79,15 +80,19 @@ def tiny_clip():
                            CLIPTextConfig(context_length=16, width=32, layers=1, heads=2)))
 
 
-def test_zero_shot_classifier_embeds_every_prompt_of_every_class(tiny_clip):
+@pytest.mark.parametrize("templates, spelt_out", [
+    (["a photo of a {}.", "itap of a {}."], ["a photo of a {}.", "itap of a {}."]),
+    (None, ["a photo of a {}."]),   # the CLIP paper's default prompt, section 3.1.4
+])
+def test_zero_shot_classifier_embeds_every_prompt_of_every_class(tiny_clip, templates, spelt_out):
     classnames = ["red circle", "blue square", "green ring"]
-    templates = ["a photo of a {}.", "itap of a {}."]
     tokenizer = CLIPTokenizer()
-    classifier = zero_shot_classifier(tiny_clip, tokenizer, classnames, templates)
+    given = {} if templates is None else {"templates": templates}
+    classifier = zero_shot_classifier(tiny_clip, tokenizer, classnames, **given)
     for c, name in enumerate(classnames):     # one prompt at a time, as the paper's pseudocode
         with mv.no_grad():
             prompts = [tiny_clip.encode_text(tokenizer(t.format(name), context_length=16))
-                       .numpy()[0] for t in templates]
+                       .numpy()[0] for t in spelt_out]
         unit = [p / np.linalg.norm(p) for p in prompts]
         expected = reference.l2_normalize(np.mean(unit, axis=0)[None], axis=1)[0]
         np.testing.assert_allclose(classifier[c], expected, rtol=1e-4, atol=1e-6)
@@ -249,7 +254,40 @@ def test_l2_search_beats_every_value_of_the_first_sweep():
     sweep = [fit_logistic_regression(features, labels, 4, 10.0 ** e).score(val_features, val_labels)
              for e in FIRST_L2_EXPONENTS]
     assert probe.score(val_features, val_labels) >= max(sweep)
-    assert 1e-8 <= probe.l2 <= 1e8
+
+
+class ScoresByL2:
+    """A stand-in for fit_logistic_regression whose probe scores a known function of
+    e = log10(λ) on the validation split: accuracy −|e − peak| (or a constant, when
+    `by_cross_entropy`, leaving the tie to a cross-entropy of |e − peak|)."""
+
+    def __init__(self, peak, by_cross_entropy=False):
+        self.peak, self.by_cross_entropy, self.fitted = peak, by_cross_entropy, []
+
+    def __call__(self, features, labels, num_classes, l2, max_iter, start=None):
+        exponent = math.log10(l2)
+        self.fitted.append(exponent)
+        distance = abs(exponent - self.peak)
+        probe = mock.Mock(l2=l2)
+        probe.score.return_value = 0.5 if self.by_cross_entropy else -distance
+        probe.cross_entropy.return_value = distance if self.by_cross_entropy else 1.0
+        return probe
+
+
+@pytest.mark.parametrize("by_cross_entropy", [False, True])
+@given(peak=st.floats(-7, 7))
+def test_l2_search_finds_the_nearest_eighth_of_a_decade_to_a_single_peak(by_cross_entropy, peak):
+    """The paper's search on a score with one peak: the sweep's best exponent lies within 1 of
+    it, and each halving keeps the peak between the best's neighbours, so the search ends at
+    the multiple of 1/8 nearest the peak, clipped to [-6, 6]."""
+    nearest = round(8 * peak) / 8
+    assume(abs(abs(8 * peak - round(8 * peak)) - 0.5) > 1e-6)      # no tie of two neighbours
+    fit = ScoresByL2(peak, by_cross_entropy)
+    with mock.patch("minivlm.eval.linear_probe.fit_logistic_regression", fit):
+        probe = fit_linear_probe(np.zeros((2, 1)), [0, 1], np.zeros((2, 1)), [0, 1])
+    assert math.log10(probe.l2) == pytest.approx(min(max(nearest, -6), 6))
+    assert len(set(fit.fitted)) == len(fit.fitted)          # no λ fitted twice
+    assert set(FIRST_L2_EXPONENTS) <= set(fit.fitted)
 
 
 # --- few-shot ---------------------------------------------------------------------------------

@@ -63,6 +63,13 @@ def test_layer_norm_matches_torch(batch, shape, affine, bias, eps):
     _compare_forward_backward(ours, theirs, x)
 
 
+def test_layer_norm_defaults_are_torchs():
+    """Built with defaults only (eps 1e-5, gain 1, bias 0), on rows whose variance (1e-6) is
+    below eps, where a wrong eps changes every output."""
+    x = 1 + 1e-3 * np.random.default_rng(3).standard_normal((4, 6))
+    _compare_forward_backward(nn.LayerNorm(6).double(), torch.nn.LayerNorm(6).double(), x)
+
+
 @settings(max_examples=20, deadline=None)
 @given(batch=batch_shapes, shape=st.lists(st.integers(2, 4), min_size=1, max_size=2).map(tuple),
        affine=st.booleans(), eps=st.sampled_from([None, 1e-6, 0.1]))
@@ -296,7 +303,8 @@ def test_linear_and_embedding_init_distributions():
     assert weight.min() >= -bound and weight.max() <= bound
     assert weight.min() < -0.99 * bound and weight.max() > 0.99 * bound
     assert weight.std() == pytest.approx(bound / math.sqrt(3), rel=0.02)
-    assert np.abs(fc.bias.numpy()).max() <= bound
+    bias = np.abs(fc.bias.numpy())                  # U(±1/√in) too, as torch's
+    assert bias.max() <= bound and bias.max() > 0.9 * bound
     table = nn.Embedding(300, 300).weight.numpy()
     assert table.mean() == pytest.approx(0, abs=0.02) and table.std() == pytest.approx(1, rel=0.02)
 
@@ -310,7 +318,8 @@ def test_manual_seed_makes_init_reproducible():
 
 
 @pytest.mark.parametrize("mean, std, a, b", [(0, 1, -2, 2), (0, 0.02, -0.04, 0.04),
-                                             (1.0, 0.5, 0.0, 3.0), (0, 0.02, -2, 2)])
+                                             (1.0, 0.5, 0.0, 3.0), (0, 0.02, -2, 2),
+                                             (0, 1, -10, 0.5)])   # no first draw falls below a
 def test_trunc_normal_matches_scipy(mean, std, a, b):
     truncnorm = pytest.importorskip("scipy.stats").truncnorm
     mv.manual_seed(1)

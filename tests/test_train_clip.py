@@ -3,6 +3,7 @@ directories that resume with the same losses and that transformers' CLIPModel re
 clear errors for bad run directories and flags, and the command end to end."""
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -140,6 +141,20 @@ def test_metrics_have_one_line_per_step_and_a_resume_drops_the_lines_after_its_c
     _, resumed_losses = train(resume=tmp_path)
     assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3, 4, 5, 6]
     assert resumed_losses[:4] == losses
+
+
+def test_each_step_keeps_the_logit_scale_at_most_ln_100(tmp_path):
+    """The CLIP paper clips exp(logit_scale) at 100: a run whose logit_scale was set to 6
+    (exp 6 ≈ 403) takes one more step, which an update of about lr = 5e-4 leaves far above
+    ln 100 ≈ 4.605 unless the step clamps it."""
+    config = tiny_config(steps=2)
+    train(config, out=tmp_path, stop_at=1)
+    path = tmp_path / "model.safetensors"
+    tensors, metadata = io.load(path), io.read_safetensors_metadata(path)
+    tensors["logit_scale"] = np.array(6.0, np.float32)
+    io.save_safetensors(tensors, path, metadata)
+    model, _ = train(resume=tmp_path)
+    assert model.logit_scale.item() == pytest.approx(math.log(100), rel=1e-6)
 
 
 def test_resume_from_a_directory_with_missing_tensors_names_them(tmp_path):

@@ -1,5 +1,5 @@
 """train-vision: the data each step draws, accuracy bookkeeping, short training runs of ViT, Swin
-and ResNet that beat chance, determinism, checkpoints and the command line."""
+and ResNet that learn the shapes, determinism, checkpoints and the command line."""
 import json
 
 import numpy as np
@@ -20,9 +20,12 @@ from minivlm.recipes.vision import (DEFAULT_STEPS, MODELS, TARGETS, ClassifierCo
                                     build_model, evaluate, held_out_set, labels_config, predict,
                                     train, training_batch)
 
-# Models small enough for a training run of a few seconds on two cores.
+# Models small enough for a training run of a few seconds on two cores. The ViT reads 8×8 patches
+# (16 tokens): with 4×4 ones (64 tokens) its short run ends between 0.40 and 0.76 depending on the
+# seed, with 8×8 between 0.91 and 0.96, in less than half the time.
 TINY_OPTIONS = {
-    "vit": dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=1, intermediate_size=64),
+    "vit": dict(patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=64),
     "swin": dict(embed_dim=16, depths=(1, 1), num_heads=(2, 4)),
     "resnet": dict(width=8),
 }
@@ -113,15 +116,18 @@ def test_predict_batches_in_eval_mode_and_restores_the_mode():
 
 # --- training ---------------------------------------------------------------------------------------
 
-# Measured on the 2-core development machine (seed 0, 300 held-out images; chance is 1/6):
-# vit 0.520, swin 0.667, resnet 0.657, in 9, 7 and 6 s. The runs are deterministic. These tiny
-# models vary a lot with the data drawn: seeds 0-2 gave vit 0.52-0.76, resnet 0.66-0.74.
+# Held-out accuracy (300 images, chance 1/6) measured on the 2-core development machine for the
+# seeds 0, 1, 2, 3, 4 (weights and data; the test runs seed 0, deterministically):
+#   vit     500 steps of 32   0.957 0.907 0.930 0.927 0.943
+#   swin    500 steps of 32   0.963 0.970 0.983 0.957 0.973   (300 steps: 0.633 to 0.873)
+#   resnet  100 steps of 16   0.913 0.940 0.950 0.970 0.963   (60 steps: 0.657 to 0.797)
+# The bound 0.85 lies 0.06 below the lowest of the fifteen runs and 0.06 to 0.11 below seed 0's.
 @pytest.mark.parametrize("name, steps, batch_size, bound", [
-    ("vit", 500, 32, 0.5),
-    ("swin", 300, 32, 0.5),
-    ("resnet", 60, 16, 0.5),
+    ("vit", 500, 32, 0.85),
+    ("swin", 500, 32, 0.85),
+    ("resnet", 100, 16, 0.85),
 ])
-def test_short_run_of_a_tiny_model_beats_chance(name, steps, batch_size, bound):
+def test_short_run_of_a_tiny_model_learns_the_shapes(name, steps, batch_size, bound):
     model, config = tiny_model(name)
     train(model, config, steps=steps, batch_size=batch_size, lr=3e-3, seed=0)
     images, labels = held_out_set(config, 300, seed=0)
