@@ -18,7 +18,7 @@ from minivlm.models.llama import LlamaConfig, LlamaForCausalLM
 from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
 from minivlm.models.lm import CausalLM, LMConfig, MaskedLM
 from minivlm.models.resnet import small_resnet
-from minivlm.models.swin import SwinConfig, SwinTransformer
+from minivlm.models.swin import SwinConfig, SwinTransformer, SwinTransformerV2, SwinV2Config
 from minivlm.models.vit import ViTConfig
 from minivlm.pretrained import ARCHITECTURES, load_clip, load_pretrained, save_pretrained
 from minivlm.pretrained.clip import save_clip
@@ -57,6 +57,10 @@ SMALL_MODELS = {
                                                 depths=(2, 1), num_heads=(1, 2), window_size=4,
                                                 num_classes=3)),
              lambda model: [model(mv.tensor(PIXELS))]),
+    "swinv2": (lambda: SwinTransformerV2(SwinV2Config(image_size=8, patch_size=1, embed_dim=4,
+                                                      depths=(2, 1), num_heads=(1, 2),
+                                                      window_size=4, num_classes=3)),
+               lambda model: [model(mv.tensor(PIXELS))]),
     "minivlm_resnet": (lambda: small_resnet(num_classes=3, width=4),
                        lambda model: [model(mv.tensor(PIXELS))]),
     "clip": (tiny_clip, lambda model: [model.encode_image(PIXELS), model.encode_text(IDS),
