@@ -211,6 +211,14 @@ def test_a_rank_that_fails_ends_the_whole_job_with_its_error(tmp_path):
     assert "trained" not in result.stdout
 
 
+@needs_mpi
+def test_train_vlm_on_two_ranks_is_one_clear_error_before_anything_is_written(tmp_path):
+    result = mpiexec(sys.executable, "-m", "minivlm", "train-vlm", "--out", tmp_path / "run")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "train-vlm runs in one process, not on 2 ranks" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # --- one process ---------------------------------------------------------------------------------
 
 def test_a_process_that_mpiexec_did_not_start_is_rank_0_of_1():

@@ -37,6 +37,7 @@ REFUSES_INTEGERS = {
     "max_pool2d": "pooling is a float op here (its padding is −inf)",
     "rotary_embedding": "the oracle is transformers' float formula; torch has no RoPE op",
     "einsum": "torch gives int64 or the inputs' int32 depending on how it contracts",
+    "rnn": "torch computes integers of one element in float32 and refuses larger ones",
 }
 # NumPy's refusal, kept: torch gives 0 or ±1 for an integer to a negative integer power
 NEGATIVE_INTEGER_POWER = "Integers to negative integer powers are not allowed"

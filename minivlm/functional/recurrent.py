@@ -9,6 +9,7 @@ op with a hand-written backward through time, which keeps only the hidden states
 """
 from ..autograd import Function
 from ..backend import xp_of
+from .dtypes import check_floating, check_same_dtype
 from .layers import linear
 
 NONLINEARITIES = ("tanh", "relu")
@@ -57,6 +58,9 @@ def rnn(input, hx, weight_ih, weight_hh, bias_ih=None, bias_hh=None, nonlinearit
     if nonlinearity not in NONLINEARITIES:
         raise ValueError(f"rnn: nonlinearity must be one of {NONLINEARITIES}, got "
                          f"{nonlinearity!r}")
+    check_floating("rnn", input)
+    check_same_dtype("rnn", input=input, hx=hx, weight_ih=weight_ih, weight_hh=weight_hh,
+                     bias_ih=bias_ih, bias_hh=bias_hh)
     hidden_size = weight_hh.shape[0]
     if input.ndim != 3 or tuple(hx.shape) != (input.shape[1], hidden_size) \
             or tuple(weight_hh.shape) != (hidden_size, hidden_size) \

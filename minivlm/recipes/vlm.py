@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import plots
+from .. import distributed, plots
 from ..autograd import manual_seed, no_grad, tensor
 from ..data.instructions import (IGNORE_INDEX, IMAGE, NUMBERS, TASKS, instruct, prompt,
                                  response_labels)
@@ -401,6 +401,9 @@ def add_arguments(parser):
 
 
 def run(args):
+    if distributed.world_size() > 1:
+        raise UsageError(f"train-vlm runs in one process, not on {distributed.world_size()} "
+                         f"ranks (train-clip, train-vision and train-lm run data parallel)")
     settings, out = settings_from_args(args), Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory")
