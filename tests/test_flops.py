@@ -135,7 +135,8 @@ def test_forward_and_backward_are_about_three_forwards():
 def test_counting_leaves_batch_norm_statistics_and_the_training_flag_alone():
     model = small_resnet(num_classes=3, width=2)
     before = {name: t.numpy().copy() for name, t in model.state_dict().items()}
-    count_flops(model, mv.tensor(np.random.default_rng(0).standard_normal((2, 3, 8, 8))))
+    images = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    count_flops(model, mv.tensor(images))
     assert model.training
     for name, value in model.state_dict().items():
         assert np.array_equal(value.numpy(), before[name]), name
