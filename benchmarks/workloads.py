@@ -386,25 +386,21 @@ def llama_generation(batch, prompt=64, new_tokens=128, use_cache=True, name="lla
                     tokens=batch * new_tokens, repeats=repeats, warmup=repeats is None)
 
 
-def train_vlm_llava(batch_images=None):
-    """The VLM of train-vlm's defaults: the shapes CLIP's vision tower (32², patch 8: 16 image
-    tokens), the mlp2x_gelu projector and a 4-layer width-128 Llama (vocabulary 1024, image token
-    id 1023), in float32."""
-    from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
+def train_vlm_llava():
+    """The VLM of train-vlm's defaults (recipes.vlm.build_vlm): the shapes CLIP's vision tower
+    (32², patch 8: 16 image tokens), the mlp2x_gelu projector and a 4-layer width-128 Llama
+    (vocabulary 1024, image token id 1023), in float32."""
+    from types import SimpleNamespace
+    from minivlm.data.instructions import IMAGE
     from minivlm.recipes import clip as clip_recipe
-    from minivlm.recipes.vlm import VLMSettings
-    settings = VLMSettings()
-    vision = clip_recipe.shapes_clip_config(settings.image_size).vision
-    width = settings.lm_width
-    text = LlamaConfig(vocab_size=settings.vocab_size, hidden_size=width,
-                       intermediate_size=3 * width, num_hidden_layers=settings.lm_layers,
-                       num_attention_heads=settings.lm_heads,
-                       num_key_value_heads=settings.lm_kv_heads, max_position_embeddings=256,
-                       tie_word_embeddings=True)
-    grid = settings.image_size // vision.patch_size
-    return LlavaForConditionalGeneration(LlavaConfig(
-        vision_config=vision, text_config=text, image_token_id=settings.vocab_size - 1,
-        image_seq_length=grid * grid))
+    from minivlm.recipes import vlm
+    settings = vlm.VLMSettings()
+    vocab = settings.vocab_size          # the ids train-vlm's tokenizer would give
+    tokenizer = SimpleNamespace(vocab_size=vocab, bos_id=1, eos_id=2,
+                                special_tokens={IMAGE: vocab - 1})
+    clip = CLIP(clip_recipe.shapes_clip_config(settings.image_size))
+    decoder = LlamaForCausalLM(vlm.decoder_config(settings, tokenizer))
+    return vlm.build_vlm(clip, decoder, tokenizer, settings)
 
 
 def _vlm_inputs(model, batch, prompt):
@@ -419,6 +415,18 @@ def _vlm_inputs(model, batch, prompt):
     return ids, rng.standard_normal((batch, 3, size, size), dtype=np.float32)
 
 
+def _vlm_prompt_macs(config, prompt):
+    """Multiply-adds of one prompt (<s>, the image tokens, `prompt` text tokens) through a VLM:
+    -> (the vision tower's blocks up to the feature layer, the projector and the decoder, the
+    number of tokens)."""
+    vision, text = config.vision_config, config.text_config
+    tokens = 1 + config.image_seq_length + prompt
+    tower = vit_macs(vision.image_resolution, vision.patch_size, vision.width,
+                     config.feature_block, vision.mlp_width or 4 * vision.width)
+    projector = config.image_seq_length * (vision.width + text.hidden_size) * text.hidden_size
+    return tower, projector + tokens * llama_macs_per_token(text, tokens / 2), tokens
+
+
 def _transformers_llava(model, device):
     """transformers' LlavaForConditionalGeneration reading minivlm's saved directory."""
     import tempfile
@@ -430,50 +438,44 @@ def _transformers_llava(model, device):
     return theirs.to(device)
 
 
-def llava_instruction_step(batch=32, prompt=40, response=8):
-    """A stage-2 (instruction tuning) step of train-vlm's VLM: the vision tower frozen, the loss
-    on the last `response` tokens only (labels -100 before), AdamW on the projector and the
-    language model; against transformers' LlavaForConditionalGeneration with the same weights."""
-    def ours(device):
-        model = _seeded(train_vlm_llava).to(device)
-        ids, pixels = _vlm_inputs(model, batch, prompt)
-        labels = np.where(np.arange(ids.shape[1]) >= ids.shape[1] - response, ids, -100)
-        model.vision_tower.requires_grad_(False)
-        trained = [p for p in model.parameters() if p.requires_grad]
-        x, y = mv.tensor(ids, device=device), mv.tensor(labels[:, 1:], device=device)
-        images = mv.tensor(pixels, device=device)
+def _response_labels(ids, response):
+    """Labels of a stage-2 batch: the last `response` tokens supervised, -100 before."""
+    return np.where(np.arange(ids.shape[1]) >= ids.shape[1] - response, ids, -100)
 
-        def loss_of(m):
-            return F.cross_entropy(m(x, images)[:, :-1].flatten(0, 1), y.flatten(),
-                                   ignore_index=-100)
+
+def llava_instruction_step(batch=32, prompt=40, response=8):
+    """A stage-2 (instruction tuning) step of train-vlm's VLM, as train-vlm takes it
+    (recipes.vlm: freeze_for, vlm_loss): the vision tower frozen, the loss on the last
+    `response` tokens only, AdamW on the projector and the language model; against transformers'
+    LlavaForConditionalGeneration with the same weights."""
+    from minivlm.recipes import vlm
+
+    def ours(device):
+        model = vlm.freeze_for("instruct", _seeded(train_vlm_llava))
+        ids, pixels = _vlm_inputs(model, batch, prompt)
+        stage_batch = (ids, _response_labels(ids, response), np.ones_like(ids))
+        trained = [p for p in model.parameters() if p.requires_grad]
         return _training_step(model, AdamW(trained, lr=LEARNING_RATE, weight_decay=0.0),
-                              loss_of), model
+                              lambda m: vlm.vlm_loss(m, pixels, stage_batch)), model
 
     def theirs(device, weights_from):
         import torch
         source = weights_from if weights_from is not None else ours("numpy")[1]
         model = _transformers_llava(source, device)
         ids, pixels = _vlm_inputs(source, batch, prompt)
-        labels = np.where(np.arange(ids.shape[1]) >= ids.shape[1] - response, ids, -100)
         model.model.vision_tower.requires_grad_(False)
         trained = [p for p in model.parameters() if p.requires_grad]
-        x, y, images = (_to_torch(a, device) for a in (ids, labels, pixels))
+        x, y, images = (_to_torch(a, device) for a in (ids, _response_labels(ids, response),
+                                                       pixels))
         return _training_step(model, torch.optim.AdamW(trained, lr=LEARNING_RATE,
                                                        weight_decay=0.0),
                               lambda m: m(input_ids=x, pixel_values=images, labels=y).loss)
 
-    config = train_vlm_llava().config
-    vision, text = config.vision_config, config.text_config
-    tokens = 1 + config.image_seq_length + prompt
-    projector = config.image_seq_length * (vision.width + text.hidden_size) * text.hidden_size
-    vision_macs = vit_macs(vision.image_resolution, vision.patch_size, vision.width,
-                           vision.layers - 1, vision.mlp_width or 4 * vision.width)
-    macs = batch * (vision_macs / 3 + projector
-                    + tokens * llama_macs_per_token(text, tokens / 2))   # the tower: forward only
+    tower, rest, tokens = _vlm_prompt_macs(train_vlm_llava().config, prompt)
     return Workload("llava_instruct", "training",
-                    f"train-vlm's stage-2 step (VLM of its defaults: 16 image tokens + {prompt} "
-                    f"text, loss on {response}), batch {batch}, vision tower frozen, AdamW",
-                    2 * 3 * macs, ours, theirs)
+                    f"train-vlm's stage-2 step (VLM of its defaults: {tokens} tokens, 16 of "
+                    f"them the image's, loss on {response}), batch {batch}, vision tower frozen, "
+                    f"AdamW", 2 * batch * (tower + 3 * rest), ours, theirs)   # the tower: forward
 
 
 def llava_generation(batch, prompt=40, new_tokens=16, name="llava_generate"):
@@ -502,16 +504,14 @@ def llava_generation(batch, prompt=40, new_tokens=16, name="llava_generate"):
         return step
 
     config = train_vlm_llava().config
-    vision, text = config.vision_config, config.text_config
-    tokens = 1 + config.image_seq_length + prompt
-    vision_macs = vit_macs(vision.image_resolution, vision.patch_size, vision.width,
-                           vision.layers - 1, vision.mlp_width or 4 * vision.width)
-    macs = batch * (vision_macs + tokens * llama_macs_per_token(text, tokens / 2)
-                    + sum(llama_macs_per_token(text, tokens + t) for t in range(new_tokens)))
+    tower, rest, tokens = _vlm_prompt_macs(config, prompt)
+    decoding = sum(llama_macs_per_token(config.text_config, tokens + t)
+                   for t in range(new_tokens))
     return Workload(name, "generation",
                     f"greedy generation of {new_tokens} tokens with an image by train-vlm's VLM "
-                    f"(16 image tokens + {prompt} text), batch {batch}, KV cache on",
-                    2 * macs, ours, theirs, tokens=batch * new_tokens)
+                    f"({tokens} prompt tokens, 16 of them the image's), batch {batch}, KV cache "
+                    f"on", 2 * batch * (tower + rest + decoding), ours, theirs,
+                    tokens=batch * new_tokens)
 
 
 def cpu_workloads():
