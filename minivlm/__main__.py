@@ -30,7 +30,7 @@ COMMANDS = {
     "generate": ("generate", "continue a prompt with a llama or gpt2 decoder directory"),
     "train-vision": ("vision", "train a small ViT, Swin or ResNet classifier on the built-in "
                                "shapes"),
-    "train-vlm": ("vlm", "train a LLaVA-style vision-language model in stages on built-in scenes"),
+    "train-vlm": ("train_vlm", "train a LLaVA-style vision-language model in stages on built-in scenes"),
     "chat": ("chat", "ask a vision-language model about an image"),
     "experiment": ("experiment", "measure one of the lecture's claims (minivlm experiment --help "
                                  "lists them)"),

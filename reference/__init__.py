@@ -8,6 +8,8 @@ resnet.py       convolution, batch norm, ResNet (torchvision) and CLIP's modifie
 clip.py         CLIP's contrastive loss and zero-shot classification
 llama.py        RMSNorm, RoPE, grouped-query attention, SwiGLU, the Llama decoder
 llava.py        the VLM's projector, the image splice, instruction tuning's labels
+alignment.py    alignment tuning: Bradley–Terry, DPO (sigmoid, IPO, hinge), PPO's clipped losses,
+                the KL penalty, GAE
 
 Nothing here imports minivlm or torch: this is what the library is checked against.
 """

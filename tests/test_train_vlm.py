@@ -17,7 +17,7 @@ from minivlm.eval.vlm import exact_match, generate_answers, left_padded, option_
 from minivlm.models.clip import CLIP
 from minivlm.models.llama import LlamaForCausalLM
 from minivlm.recipes import clip as clip_recipe
-from minivlm.recipes import vlm
+from minivlm.recipes import train_vlm, vlm
 from minivlm.recipes.common import Run
 from minivlm.tokenizers import BPETokenizer
 from reference.llava import instruction_labels
@@ -232,13 +232,13 @@ def test_chat_answers_a_question_about_an_image(tiny_run, tmp_path, capsys, monk
 
 def test_settings_of_a_run_are_its_flags():
     args = {f.name: None for f in dataclasses.fields(vlm.VLMSettings)}
-    assert vlm.settings_from_args(type("Args", (), {**args, "lm_width": 32})) == \
+    assert train_vlm.settings_from_args(type("Args", (), {**args, "lm_width": 32})) == \
         vlm.VLMSettings(lm_width=32)
 
 
 def test_the_vision_feature_layer_flag_reaches_the_model(tokenizer):
     parser = argparse.ArgumentParser()
-    vlm.add_arguments(parser)
+    train_vlm.add_arguments(parser)
     layer = parser.parse_args(["--vision-feature-layer", "-1"]).vision_feature_layer
     settings = dataclasses.replace(SETTINGS, vision_feature_layer=layer)
     assert vlm.build_vlm(*tiny_parts(tokenizer), tokenizer, settings).config \

@@ -147,7 +147,8 @@ class GenerationMixin:
 
     def generate(self, input_ids=None, max_new_tokens=20, do_sample=False, temperature=1.0,
                  top_k=None, top_p=None, eos_token_id=None, attention_mask=None, use_cache=True,
-                 inputs_embeds=None, pad_token_id=None, streamer=None, **prompt_inputs):
+                 inputs_embeds=None, pad_token_id=None, streamer=None, suppress_tokens=None,
+                 **prompt_inputs):
         """Continue each prompt by up to max_new_tokens tokens, as transformers' generate.
 
         input_ids (B, T) integer array, Tensor or nested list (left-padded, with attention_mask
@@ -159,6 +160,7 @@ class GenerationMixin:
         fills the rest of its row; generation stops once every row is finished.
         use_cache=False recomputes the whole sequence for each token (the same ids, slower).
         streamer: called with each step's new ids (B,) as they come (to print them).
+        suppress_tokens: ids never generated (their logits set to -inf), as transformers'.
         prompt_inputs: the rest of the prompt, for prompt_embeddings (a VLM's pixel_values).
         """
         check_sampling(max_new_tokens, temperature, top_k, top_p)
@@ -181,7 +183,11 @@ class GenerationMixin:
             logits = self(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache,
                           logits_to_keep=1)
             for step in range(max_new_tokens):
-                ids = next_tokens(logits.array[:, -1], do_sample, temperature, top_k, top_p)
+                last = logits.array[:, -1]
+                if suppress_tokens is not None:
+                    last = last.copy()
+                    last[:, xp.asarray(suppress_tokens)] = -xp.inf
+                ids = next_tokens(last, do_sample, temperature, top_k, top_p)
                 if eos is not None:
                     ids = xp.where(finished, pad_token_id, ids)
                     finished |= xp.isin(ids, eos)

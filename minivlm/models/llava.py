@@ -219,6 +219,15 @@ class LlavaForConditionalGeneration(GenerationMixin, nn.Module):
         return splice_image_features(embeddings, ids, self.config.image_token_id,
                                      self.get_image_features(pixel_values))
 
+    def hidden_states(self, input_ids, pixel_values=None, attention_mask=None):
+        """The decoder's final hidden states, before the LM head: (B, T) ids with their images
+        -> (B, T, text width). A Llama decoder's only."""
+        if not isinstance(self.language_model, LlamaForCausalLM):
+            raise TypeError(f"hidden_states: needs a Llama decoder, this VLM has a "
+                            f"{type(self.language_model).__name__}")
+        embeddings = self.prompt_embeddings(input_ids, None, pixel_values)
+        return self.language_model.model(inputs_embeds=embeddings, attention_mask=attention_mask)
+
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, position_ids=None,
                 past_key_values=None, inputs_embeds=None, logits_to_keep=0):
         """input_ids (B, T) with image_seq_length image tokens per image of pixel_values
@@ -228,6 +237,44 @@ class LlavaForConditionalGeneration(GenerationMixin, nn.Module):
         return self.language_model(inputs_embeds=embeddings, attention_mask=attention_mask,
                                    position_ids=position_ids, past_key_values=past_key_values,
                                    logits_to_keep=logits_to_keep)
+
+
+class LlavaForScoring(nn.Module):
+    """A VLM's trunk with a scalar head (transformers' *ForSequenceClassification with one label):
+    the reward model of RLHF, scoring a response at its last token, and PPO's value model,
+    scoring every prefix (the lecture's "reward model" beside the policy).
+
+        scores = model(input_ids, pixel_values, attention_mask)     # (B, T): one per position
+        rewards = model.score_last(input_ids, pixel_values, attention_mask)   # (B,)
+
+    from_vlm(vlm) starts from a trained VLM's parameters (copies) and a zero head."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.model = LlavaForConditionalGeneration(config)
+        self.score = nn.Linear(config.text_hidden_size, 1, bias=False)
+
+    @classmethod
+    def from_vlm(cls, vlm):
+        scorer = cls(vlm.config)
+        scorer.model.load_state_dict(vlm.state_dict())
+        scorer.score.weight.array[...] = 0
+        return scorer
+
+    def forward(self, input_ids, pixel_values=None, attention_mask=None):
+        hidden = self.model.hidden_states(input_ids, pixel_values, attention_mask)
+        return self.score(hidden)[..., 0]
+
+    def score_last(self, input_ids, pixel_values=None, attention_mask=None):
+        """The score at each row's last non-padding token (padding on either side): (B,)."""
+        scores = self(input_ids, pixel_values, attention_mask)
+        batch, length = scores.shape
+        if attention_mask is None:
+            return scores[:, -1]
+        mask = backend.to_numpy(_data(attention_mask)).astype(bool)
+        last = length - 1 - mask[:, ::-1].argmax(axis=1)
+        return scores[backend.numpy.arange(batch), last]
 
 
 def _data(x):

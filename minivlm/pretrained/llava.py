@@ -21,7 +21,7 @@ import dataclasses
 
 from ..models.lm import CausalLM
 from ..models.llama import LlamaForCausalLM
-from ..models.llava import LlavaConfig, LlavaForConditionalGeneration
+from ..models.llava import LlavaConfig, LlavaForConditionalGeneration, LlavaForScoring
 from . import clip, llama
 from .fields import Fields
 from .names import Architecture, rename, rename_leading
@@ -127,8 +127,8 @@ def minivlm_config(config_json, checkpoint=None):
     return LlavaConfig(**{k: v for k, v in config_json.items() if k in fields})
 
 
-def minivlm_json(model):
-    return {"model_type": "minivlm_llava", **dataclasses.asdict(model.config)}
+def minivlm_json(model, model_type="minivlm_llava"):
+    return {"model_type": model_type, **dataclasses.asdict(model.config)}
 
 
 def _decoder_is(decoder_class):
@@ -140,4 +140,6 @@ ARCHITECTURES = [
                       prepare=prepare, unprepare=unprepare, saves=_decoder_is(LlamaForCausalLM)),
     Architecture("minivlm_llava", LlavaForConditionalGeneration, minivlm_config, minivlm_json,
                  saves=_decoder_is(CausalLM)),
+    Architecture("minivlm_llava_scoring", LlavaForScoring, minivlm_config,
+                 lambda model: minivlm_json(model, "minivlm_llava_scoring")),
 ]

@@ -111,12 +111,13 @@ def check_finite(params, step):
 
 def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm=1.0,
         after_update=None, save_every=250, unit="it", scale=1):
-    """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor,
-    then `update`, after_update() (e.g. a clamp), the schedule; one metrics line per step and a
-    checkpoint every `save_every` steps and at the end (where the run has a directory). Ctrl-C
-    finishes the step under way, saves it and raises TrainingInterrupted (a second Ctrl-C stops
-    at once). On several ranks: the parameters of rank 0 first, and its progress bar alone."""
-    params = list(model.parameters())
+    """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor
+    (or (loss, {name: float}) to log more), then `update` of the optimizer's parameters,
+    after_update() (e.g. a clamp), the schedule; one metrics line per step and a checkpoint every
+    `save_every` steps and at the end (where the run has a directory). Ctrl-C finishes the step
+    under way, saves it and raises TrainingInterrupted (a second Ctrl-C stops at once). On
+    several ranks: the parameters of rank 0 first, and its progress bar alone."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     distributed.broadcast_parameters(params)
     model.train()
     bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale,
@@ -125,11 +126,14 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
         for step in bar:
             seed_backends(seed, step)
             lr = optimizer.param_groups[0]["lr"]
-            loss = update(loss_of_step(step), optimizer, params, max_grad_norm)
+            loss, metrics = loss_of_step(step), {}
+            if isinstance(loss, tuple):
+                loss, metrics = loss
+            loss = update(loss, optimizer, params, max_grad_norm)
             if after_update is not None:
                 after_update()
             schedule.step()
-            run.log(step + 1, loss=loss, lr=lr)
+            run.log(step + 1, loss=loss, lr=lr, **metrics)
             bar.set(loss=loss)
             if (step + 1) % save_every == 0 or step + 1 == steps or interrupted:
                 check_finite(params, step + 1)
@@ -172,6 +176,7 @@ class Run:
         self.directory = None if directory is None else Path(directory)
         self.command, self.settings, self.step = command, settings, step
         self.extra_config = {}   # entries the model's config.json gets (e.g. id2label)
+        self.companions = {}     # {subdirectory: model} saved beside the model (PPO's value model)
         self.metrics, self.optimizer_state = list(metrics), optimizer_state
         self.started = time.monotonic() - (metrics[-1]["seconds"] if metrics else 0.0)
 
@@ -247,6 +252,8 @@ class Run:
         if self.directory is None:
             return
         save_pretrained(model, self.directory, self.extra_config, {"step": str(self.step)})
+        for name, companion in self.companions.items():
+            save_pretrained(companion, self.directory / name, metadata={"step": str(self.step)})
         state = optimizer.state_dict()
         tensors = {f"optimizer.{index}.{key}": np.asarray(backend.to_numpy(value))
                    for index, values in state["state"].items() for key, value in values.items()}
@@ -335,9 +342,9 @@ def write_metrics(directory, records):
         f.write("".join(json.dumps(record) + "\n" for record in records).encode("utf-8"))
 
 
-def write_results(directory, results):
-    """results.json in `directory`: a dict of numbers, lists and NumPy values."""
-    with io.atomic_write(Path(directory) / RESULTS_FILE) as f:
+def write_results(directory, results, name=RESULTS_FILE):
+    """results.json (or `name`) in `directory`: a dict of numbers, lists and NumPy values."""
+    with io.atomic_write(Path(directory) / name) as f:
         f.write(json.dumps(results, indent=2, default=_plain).encode("utf-8"))
 
 
@@ -375,3 +382,11 @@ def positive(kind):
         return value
     parse.__name__ = f"positive {kind.__name__}"   # argparse names it: "invalid positive int value"
     return parse
+
+
+def share(text):
+    """An argparse type: a float in [0, 1)."""
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError(text)
+    return value

@@ -1,7 +1,7 @@
 """`minivlm train-vlm`: a LLaVA-style vision–language model made in the lecture's training
 stages ("Pre-Trained Vision Model ? Pre-Trained Language Model"), on the built-in scenes.
 
-    minivlm train-vlm                       # everything, from nothing, into runs/vlm
+    minivlm train-vlm                       # stages 1 and 2, from nothing, into runs/vlm
     minivlm train-vlm --clip runs/clip      # start from train-clip's CLIP
     minivlm train-vlm --stage instruct      # one stage (the earlier ones must be there)
     minivlm chat --model runs/vlm/instruct --image scene.png "What colour is the circle?"
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import distributed, plots
-from ..autograd import manual_seed, no_grad, tensor
-from ..data.instructions import (IGNORE_INDEX, IMAGE, NUMBERS, TASKS, instruct, prompt,
-                                 response_labels)
+from .. import plots
+from ..autograd import manual_seed, tensor
+from ..data.instructions import IGNORE_INDEX, IMAGE, TASKS, instruct, prompt, response_labels
+from ..data.preferences import hallucinates, imperfect_response, is_padded
 from ..data.scenes import caption, make_scenes
-from ..data.shapes import COLOURS, SHAPES, colour_shape_pairs, split_pairs
+from ..data.shapes import COLOURS, SHAPES, split_pairs
 from ..data.text import corpus
 from ..eval.vlm import exact_match, generate_answers, option_logprobs, pope
 from ..models.clip import CLIP
@@ -46,8 +46,8 @@ from ..pretrained import load_pretrained
 from ..tokenizers import BPETokenizer
 from . import clip as clip_recipe
 from . import lm as lm_recipe
-from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, positive,
-                     saved_settings, saved_step, seeded_rng, write_results)
+from .common import (EVAL_STREAM, TRAIN_STREAM, Run, UsageError, adamw, fit, saved_step,
+                     seeded_rng, write_results)
 
 COMMAND = "train-vlm"
 STAGES = ("pretrain", "instruct")
@@ -79,6 +79,7 @@ class VLMSettings:
     instruct_steps: int = 1000
     instruct_batch_size: int = 32
     instruct_lr: float = 1e-3
+    imperfect_answers: float = 0.2  # the share of stage-2 answers padded or hallucinated
     eval_per_task: int = 40
 
     def pairs(self):
@@ -142,9 +143,20 @@ def batch_of_step(stage, tokenizer, settings, step, pairs, image_seq_length):
         examples = [caption_example(tokenizer, objects, image_seq_length)
                     for objects in scenes.objects]
     else:
-        examples = [instruction_example(tokenizer, *instruct(objects, rng)[1:], image_seq_length)
-                    for objects in scenes.objects]
+        examples = [instruction_example(tokenizer, *sft_answer(objects, rng,
+                                                               settings.imperfect_answers),
+                                        image_seq_length) for objects in scenes.objects]
     return scenes.images, collate(examples, tokenizer.pad_id)
+
+
+def sft_answer(objects, rng, imperfect_share):
+    """(instruction, response) of stage 2's data: a share of the responses imperfect, padded or
+    hallucinated (data/preferences.py), as human-written instruction data is ("data quality is
+    important!"): what alignment tuning then has to fix."""
+    task, instruction, response = instruct(objects, rng)
+    if rng.random() < imperfect_share:
+        response = imperfect_response(objects, task, response, rng)
+    return instruction, response
 
 
 def vlm_loss(model, images, batch):
@@ -283,12 +295,13 @@ def train_stage(stage, model, tokenizer, settings, run, save_every=250):
 
 
 def open_stage(stage, out, settings):
-    """The run of `stage` in out/stage: resumed where it holds one, else new."""
+    """The run of `stage` in out/stage (settings: a JSON-able dict): resumed where it holds one,
+    else new."""
     directory, command = out / stage, f"{COMMAND} {stage}"
     if saved_step(directory, command) is None:
-        return Run.start(directory, command, dataclasses.asdict(settings)), None
+        return Run.start(directory, command, settings), None
     run = Run.resume(directory, command)
-    if run.settings != dataclasses.asdict(settings):
+    if run.settings != settings:
         raise UsageError(f"{directory} was trained with other settings; continue it with the "
                          f"same flags or choose another --out")
     return run, load_pretrained(directory)
@@ -297,12 +310,16 @@ def open_stage(stage, out, settings):
 # --- evaluation --------------------------------------------------------------------------------
 
 HELD_OUT_TASKS = ("colour", "shape", "size", "position", "exists")
+BEHAVIOUR = {"preferred": "preferred (concise and correct)", "padded": "padded answers",
+             "absent_object_hallucination": "hallucinated object, absent-object prompts",
+             "hallucinated": "hallucinated object, all prompts"}
 CHOICES = {"colour": tuple(COLOURS), "shape": SHAPES}
 
 
 def evaluation_set(settings, task, held_out):
-    """(images, instructions, responses) of eval_per_task questions of `task` about scenes of
-    seen pairs, or (held_out) scenes whose every object is a held-out pair."""
+    """(images, instructions, responses, the scenes' objects) of eval_per_task questions of
+    `task` about scenes of seen pairs, or (held_out) scenes whose every object is a held-out
+    pair."""
     seen, unseen = settings.pairs()
     key = (list(TASKS).index(task), int(held_out))
     rng = seeded_rng(settings.seed, EVAL_STREAM, *key)
@@ -310,33 +327,70 @@ def evaluation_set(settings, task, held_out):
                          seed=int(rng.integers(2 ** 63)), pairs=unseen if held_out else seen,
                          counts=(2, 3) if task == "left_of" else (1, 2, 3))
     questions = [instruct(objects, rng, task)[1:] for objects in scenes.objects]
-    return scenes.images, [q for q, _ in questions], [a for _, a in questions]
+    return scenes.images, [q for q, _ in questions], [a for _, a in questions], scenes.objects
+
+
+def absent_object_set(settings):
+    """(images, questions, objects) of 2·eval_per_task "Is there a Y?" questions about scenes of
+    seen pairs whose Y is absent (POPE's negatives: random and sharing a colour or a shape)."""
+    rng = seeded_rng(settings.seed, EVAL_STREAM, len(TASKS))
+    scenes = make_scenes(2 * settings.eval_per_task, settings.image_size,
+                         seed=int(rng.integers(2 ** 63)), pairs=settings.pairs()[0])
+    questions = []
+    for objects in scenes.objects:
+        question, answer = instruct(objects, rng, "exists")[1:]
+        while answer != "no":
+            question, answer = instruct(objects, rng, "exists")[1:]
+        questions.append(question)
+    return scenes.images, questions, scenes.objects
+
+
+def answers_to(model, tokenizer, images, questions, max_new_tokens=12):
+    """The model's greedy answers (strings) to questions about images."""
+    n = model.config.image_seq_length
+    prompts = [instruction_prompt(tokenizer, q, n) for q in questions]
+    return [tokenizer.decode(ids).strip() for ids in generate_answers(
+        model, prompts, images, tokenizer.eos_id, tokenizer.pad_id, max_new_tokens)]
 
 
 def evaluate(model, tokenizer, settings):
     """Exact match of greedy answers per task type (seen pairs; held-out pairs for the tasks
-    about one object), POPE on the yes/no questions, and multiple choice by likelihood for the
-    colour and shape questions -> a JSON-able dict."""
+    about one object), POPE on the yes/no questions, multiple choice by likelihood for the
+    colour and shape questions, and the behaviour alignment tuning is after: the preferred rate
+    (concise and correct: the mean exact match on seen pairs), the shares of padded answers and
+    of answers that claim an absent object, and the share of "yes" to "Is there a Y?" for absent
+    Ys (absent_object_set) -> a JSON-able dict."""
     n = model.config.image_seq_length
     results = {"exact_match": {}, "exact_match_held_out": {}, "multiple_choice": {},
                "multiple_choice_held_out": {}}
+    padded, hallucinated = [], []
     with evaluating(model):
         for task in TASKS:
             for held_out in (False, True):
                 if held_out and task not in HELD_OUT_TASKS:
                     continue
-                images, questions, answers = evaluation_set(settings, task, held_out)
-                prompts = [instruction_prompt(tokenizer, q, n) for q in questions]
-                predicted = [tokenizer.decode(ids).strip() for ids in generate_answers(
-                    model, prompts, images, tokenizer.eos_id, tokenizer.pad_id,
-                    max_new_tokens=48 if task == "describe" else 12)]
+                images, questions, answers, objects = evaluation_set(settings, task, held_out)
+                predicted = answers_to(model, tokenizer, images, questions,
+                                       max_new_tokens=48 if task == "describe" else 12)
                 suffix = "_held_out" if held_out else ""
                 results["exact_match" + suffix][task] = exact_match(predicted, answers)
                 if task == "exists":
                     results["pope" + suffix] = pope(predicted, answers)
                 if task in CHOICES:
+                    prompts = [instruction_prompt(tokenizer, q, n) for q in questions]
                     results["multiple_choice" + suffix][task] = multiple_choice_accuracy(
                         model, tokenizer, images, prompts, answers, CHOICES[task])
+                if not held_out:
+                    padded += [is_padded(p) for p in predicted]
+                    hallucinated += [hallucinates(o, q, p) for o, q, p in
+                                     zip(objects, questions, predicted)]
+        images, questions, objects = absent_object_set(settings)
+        absent = [hallucinates(o, q, p) for o, q, p in
+                  zip(objects, questions, answers_to(model, tokenizer, images, questions))]
+    results["behaviour"] = {
+        "preferred": float(np.mean(list(results["exact_match"].values()))),
+        "padded": float(np.mean(padded)), "hallucinated": float(np.mean(hallucinated)),
+        "absent_object_hallucination": float(np.mean(absent))}
     return results
 
 
@@ -367,60 +421,33 @@ def report(results):
         for metric in ("f1", "precision", "recall", "yes_ratio"):
             rows.append([f"POPE {metric}{' (held-out)' if key.endswith('out') else ''}"] +
                         [f"{results[s][key][metric]:.3f}" for s in stages])
+    for metric, label in BEHAVIOUR.items():
+        rows.append([label] + [f"{100 * results[s]['behaviour'][metric]:.1f} %"
+                               for s in stages])
     table = header + "".join("| " + " | ".join(row) + " |\n" for row in rows)
     print(table)
     return table
 
 
-def settings_from_args(args):
-    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(VLMSettings)
-             if getattr(args, f.name, None) is not None}
-    return VLMSettings(**flags)
+# --- stages 1 and 2 ----------------------------------------------------------------------------
 
-
-# --- the command: minivlm train-vlm -------------------------------------------------------------
-
-def add_arguments(parser):
-    parser.add_argument("--clip", default=None, metavar="DIR",
-                        help="a CLIP model directory (train-clip's) for the vision tower; "
-                             "default: trained here, in OUT/clip")
-    parser.add_argument("--lm", default=None, metavar="DIR",
-                        help="a decoder directory with a tokenizer.json that has an <image> "
-                             "token; default: a Llama-style decoder trained here, in OUT/lm")
-    parser.add_argument("--stage", choices=STAGES, default=None,
-                        help="run this stage only (the earlier ones must be in OUT); default: "
-                             "every stage")
-    parser.add_argument("--out", default="runs/vlm",
-                        help="the run directory, continued where it holds runs "
-                             "(default: %(default)s)")
-    defaults = VLMSettings()
-    for field in dataclasses.fields(VLMSettings):
-        kind = int if field.name in ("seed", "vision_feature_layer") else positive(field.type)
-        parser.add_argument("--" + field.name.replace("_", "-"), type=kind, default=None,
-                            help=f"(default {getattr(defaults, field.name)})")
-
-
-def run(args):
-    if distributed.world_size() > 1:
-        raise UsageError(f"train-vlm runs in one process, not on {distributed.world_size()} "
-                         f"ranks (train-clip, train-vision and train-lm run data parallel)")
-    settings, out = settings_from_args(args), Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+def train_stages(settings, out, only=None, clip_dir=None, lm_dir=None):
+    """The vision and language models (trained into out, or read from clip_dir and lm_dir), then
+    stage 1 and stage 2 (or the stage `only`), each evaluated; results.json, results.md and
+    stages.png in out."""
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     seconds, started = results.pop("seconds", {}), time.monotonic()
 
-    clip = vision_model(settings, args.clip, out)
+    clip = vision_model(settings, clip_dir, out)
     seconds["vision"] = round(time.monotonic() - started, 1)
-    decoder, tokenizer = language_model(settings, args.lm, out)
+    decoder, tokenizer = language_model(settings, lm_dir, out)
     seconds["language"] = round(time.monotonic() - started, 1)
 
-    stages = STAGES if args.stage is None else (args.stage,)
+    stages = STAGES if only is None else (only,)
     model = None
     for stage in stages:
-        training_run, saved = open_stage(stage, out, settings)
+        training_run, saved = open_stage(stage, out, dataclasses.asdict(settings))
         if saved is not None:
             model = saved
         elif stage == STAGES[0]:
