@@ -312,3 +312,12 @@ def test_generation_never_produces_a_suppressed_token(tokenizer):
                              max_new_tokens=6, do_sample=True, temperature=5.0,
                              suppress_tokens=list(range(0, 250)))
     assert (np.asarray(sampled)[:, prompt.shape[1]:] >= 250).all()
+
+
+def test_the_sft_evaluation_is_read_from_stage_two_results_when_it_has_the_behaviour(tmp_path):
+    assert alignment.sft_results(tmp_path) is None
+    (tmp_path / "results.json").write_text(json.dumps({"instruct": {"exact_match": {}}}))
+    assert alignment.sft_results(tmp_path) is None             # from before the behaviour rates
+    entry = {"exact_match": {"colour": 0.5}, "behaviour": {"preferred": 0.5}}
+    (tmp_path / "results.json").write_text(json.dumps({"instruct": entry}))
+    assert alignment.sft_results(tmp_path) == entry

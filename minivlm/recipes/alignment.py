@@ -37,8 +37,8 @@ from ..nn import ModuleList, evaluating
 from ..optim import cosine_schedule
 from ..pretrained import load_pretrained
 from ..tokenizers import BPETokenizer
-from .common import (EVAL_STREAM, TRAIN_STREAM, UsageError, adamw, fit, saved_step, seeded_rng,
-                     write_results)
+from .common import (EVAL_STREAM, RESULTS_FILE, TRAIN_STREAM, UsageError, adamw, fit,
+                     read_results, saved_step, seeded_rng, write_results)
 from .vlm import (BEHAVIOUR, COMMAND, HELD_OUT_TASKS, TOKENIZER_FILE, collate,
                   evaluate, freeze_for, instruction_example, instruction_prompt, open_stage)
 
@@ -55,7 +55,7 @@ class AlignmentSettings:
     reward_lr: float = 3e-4
     dpo_steps: int = 200
     dpo_batch_size: int = 16
-    dpo_lr: float = 1e-4
+    dpo_lr: float = 3e-5
     beta: float = 0.1                # DPO's β
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0     # cDPO's ε
@@ -375,6 +375,13 @@ def plot(results, path):
 
 # --- minivlm train-vlm --stage reward|ppo|dpo (recipes/train_vlm.py) ---------------------------
 
+def sft_results(out):
+    """Stage 2's evaluation as train-vlm wrote it in results.json, or None (none there, or one
+    from before the behaviour rates)."""
+    results = read_results(out).get(SFT, {}) if (out / RESULTS_FILE).is_file() else {}
+    return results if "behaviour" in results else None
+
+
 def run_stage(stage, out, settings, align):
     """Train `stage` (VLMSettings, AlignmentSettings) from out/instruct, continuing a run of it
     in out/stage; evaluate it and update alignment.json, alignment.md and alignment.png."""
@@ -392,7 +399,8 @@ def run_stage(stage, out, settings, align):
     sft = load_pretrained(out / SFT)
     sft.requires_grad_(False)
     if SFT not in results:
-        results[SFT] = {**evaluate(sft, tokenizer, settings), "kl_from_sft": 0.0}
+        results[SFT] = {**(sft_results(out) or evaluate(sft, tokenizer, settings)),
+                        "kl_from_sft": 0.0}
 
     run, saved = open_stage(stage, out, {**dataclasses.asdict(settings),
                                        **dataclasses.asdict(align)})

@@ -70,13 +70,13 @@ class VLMSettings:
     lm_kv_heads: int = 2
     lm_context: int = 64
     lm_sentences: int = 20000
-    lm_steps: int = 600
+    lm_steps: int = 300
     lm_batch_size: int = 32
     lm_lr: float = 3e-3
     pretrain_steps: int = 300
     pretrain_batch_size: int = 32
     pretrain_lr: float = 2e-3
-    instruct_steps: int = 1000
+    instruct_steps: int = 1500
     instruct_batch_size: int = 32
     instruct_lr: float = 1e-3
     imperfect_answers: float = 0.2  # the share of stage-2 answers padded or hallucinated
