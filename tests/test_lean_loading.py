@@ -15,7 +15,7 @@ from minivlm import io, nn
 from minivlm.models import ViT
 from minivlm.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from minivlm.models.llama import LlamaConfig, LlamaForCausalLM
-from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration
+from minivlm.models.llava import LlavaConfig, LlavaForConditionalGeneration, LlavaForScoring
 from minivlm.models.lm import CausalLM, LMConfig, MaskedLM
 from minivlm.models.resnet import small_resnet
 from minivlm.models.swin import SwinConfig, SwinTransformer, SwinTransformerV2, SwinV2Config
@@ -45,6 +45,8 @@ def tiny_llava(text_config):
         text_config=text_config, image_token_id=10))
 
 
+TINY_LLAMA = LlamaConfig(vocab_size=11, hidden_size=8, intermediate_size=12, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=8)
 VLM_IDS = np.array([[1, 10, 10, 10, 10, 3, 2], [10, 10, 10, 10, 4, 9, 0]])   # 4 image tokens
 
 
@@ -76,13 +78,12 @@ SMALL_MODELS = {
                                                    num_attention_heads=2, num_key_value_heads=1,
                                                    max_position_embeddings=8)),
               lambda model: [model(IDS)]),
-    "llava": (lambda: tiny_llava(LlamaConfig(vocab_size=11, hidden_size=8, intermediate_size=12,
-                                             num_hidden_layers=2, num_attention_heads=2,
-                                             num_key_value_heads=1, max_position_embeddings=8)),
-              lambda model: [model(VLM_IDS, PIXELS)]),
+    "llava": (lambda: tiny_llava(TINY_LLAMA), lambda model: [model(VLM_IDS, PIXELS)]),
     "minivlm_llava": (lambda: tiny_llava(LMConfig("causal", vocab_size=11, context_length=8,
                                                   width=8, layers=2, heads=2)),
                       lambda model: [model(VLM_IDS, PIXELS)]),
+    "minivlm_llava_scoring": (lambda: LlavaForScoring(tiny_llava(TINY_LLAMA).config),
+                              lambda model: [model(VLM_IDS, PIXELS)]),
 }
 
 
