@@ -309,8 +309,8 @@ def train(model, run, steps, lr, loss_of_step, seed, batch_size, saved=None):
     schedule = cosine_schedule(optimizer, warmup_steps=steps // 10, total_steps=steps,
                                min_lr=lr / 10)
     schedule.load_state_dict({"last_epoch": run.step, "base_lrs": schedule.base_lrs})
-    return fit(saved or model, optimizer, schedule, loss_of_step, run, steps, seed,
-               save_every=100, unit="prompt", scale=batch_size)
+    return fit(model, optimizer, schedule, loss_of_step, run, steps, seed, save_every=100,
+               unit="prompt", scale=batch_size, saved=saved)
 
 
 # --- evaluation --------------------------------------------------------------------------------

@@ -110,14 +110,14 @@ def check_finite(params, step):
 
 
 def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_norm=1.0,
-        after_update=None, save_every=250, unit="it", scale=1):
+        after_update=None, save_every=250, unit="it", scale=1, saved=None):
     """Train from run.step to `steps`: for each step s, loss_of_step(s) -> a scalar loss Tensor
-    (or (loss, {name: float}) to log more), then `update` of the optimizer's parameters,
-    after_update() (e.g. a clamp), the schedule; one metrics line per step and a checkpoint every
+    (or (loss, {name: float}) to log more), then `update`, after_update() (e.g. a clamp), the
+    schedule; one metrics line per step and a checkpoint of `saved` (default: model) every
     `save_every` steps and at the end (where the run has a directory). Ctrl-C finishes the step
     under way, saves it and raises TrainingInterrupted (a second Ctrl-C stops at once). On
     several ranks: the parameters of rank 0 first, and its progress bar alone."""
-    params = [p for group in optimizer.param_groups for p in group["params"]]
+    params = list(model.parameters())
     distributed.broadcast_parameters(params)
     model.train()
     bar = progress(range(run.step, steps), desc=run.command, unit=unit, scale=scale,
@@ -137,7 +137,7 @@ def fit(model, optimizer, schedule, loss_of_step, run, steps, seed, max_grad_nor
             bar.set(loss=loss)
             if (step + 1) % save_every == 0 or step + 1 == steps or interrupted:
                 check_finite(params, step + 1)
-                run.checkpoint(model, optimizer)
+                run.checkpoint(saved or model, optimizer)
             if interrupted:
                 raise TrainingInterrupted(run.interrupted_message(steps))
     return run.losses()
