@@ -43,6 +43,7 @@ from .vlm import (BEHAVIOUR, COMMAND, HELD_OUT_TASKS, TOKENIZER_FILE, collate,
                   evaluate, freeze_for, instruction_example, instruction_prompt, open_stage)
 
 STAGES = ("reward", "ppo", "dpo")
+EVAL_KEY = 100   # its evaluation's scenes, apart from stage 2's (keyed by task index)
 SFT = "instruct"
 RESULTS = "alignment.json"
 
@@ -150,8 +151,8 @@ def evaluate_reward(model, tokenizer, settings, align):
     results = {}
     with evaluating(model), no_grad():
         for name, pairs in zip(("seen_pairs", "held_out_pairs"), settings.pairs()):
-            images, prompts = preference_prompts(settings, EVAL_STREAM, (STAGES.index("reward"),
-                                                 len(results)), align.eval_comparisons, pairs)
+            images, prompts = preference_prompts(settings, EVAL_STREAM, (EVAL_KEY, len(results)),
+                                                 align.eval_comparisons, pairs)
             margins, kinds = [], []
             for start in range(0, len(prompts), 16):
                 part_margins, _, part_kinds = reward_margins(
@@ -315,10 +316,10 @@ def train(model, run, steps, lr, loss_of_step, seed, batch_size, saved=None):
 
 # --- evaluation --------------------------------------------------------------------------------
 
-def kl_from_sft(policy, sft, tokenizer, settings, align, n=64):
+def kl_from_sft(policy, sft, tokenizer, settings, align, n=200):
     """KL(π ‖ π_SFT) per answer, estimated on the policy's own samples (k1 summed over each
     answer's tokens, averaged over n answers to new instructions)."""
-    images, prompts = preference_prompts(settings, EVAL_STREAM, (len(STAGES),), n,
+    images, prompts = preference_prompts(settings, EVAL_STREAM, (EVAL_KEY + 1,), n,
                                          settings.pairs()[0])
     manual_seed(settings.seed)
     ids, mask, labels = sample_answers(policy, tokenizer, images, [i for i, _ in prompts],
