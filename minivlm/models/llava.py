@@ -272,9 +272,9 @@ class LlavaForScoring(nn.Module):
         batch, length = scores.shape
         if attention_mask is None:
             return scores[:, -1]
-        mask = backend.to_numpy(_data(attention_mask)).astype(bool)
+        mask = backend.to_backend(_data(attention_mask), scores.device).astype(bool)
         last = length - 1 - mask[:, ::-1].argmax(axis=1)
-        return scores[backend.numpy.arange(batch), last]
+        return scores[backend.xp_of(mask).arange(batch), last]
 
 
 def _data(x):

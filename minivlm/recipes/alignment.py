@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .. import backend, plots
+from .. import functional as F
 from ..autograd import manual_seed, no_grad, tensor
 from ..data.instructions import IGNORE_INDEX, TASKS, instruct
 from ..data.preferences import preference_pairs, ranked_responses
@@ -264,9 +265,7 @@ def rollout(policy, value_model, reference, reward_model, tokenizer, settings, a
 def token_entropy(logits):
     """The entropy of each next-token distribution: logits (B, T, V) -> (B, T - 1) array, aligned
     as token_logprobs."""
-    logp = backend.to_numpy(logits.array[:, :-1]).astype(np.float64)
-    logp = logp - logp.max(-1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    logp = backend.to_numpy(F.log_softmax(logits[:, :-1], dim=-1).array)
     return -(np.exp(logp) * logp).sum(-1)
 
 
